@@ -1,0 +1,2 @@
+"""Importing this package registers cmt_mm's training components."""
+from .optimizers import *  # noqa: F401,F403

@@ -1,0 +1,3 @@
+from .cmt import CMT
+
+__all__ = ['CMT']

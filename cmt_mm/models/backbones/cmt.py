@@ -1,0 +1,426 @@
+"""CMT: Convolutional Neural Networks Meet Vision Transformers (Guo et al., CVPR 2022).
+
+A hybrid backbone: a convolutional stem, then four stages, each a 2x2 patch embedding followed by
+CMT blocks (local perception unit, lightweight attention with a spatially reduced key/value map and
+a learned relative position bias, inverted-residual FFN). The forward pass returns NCHW maps with
+strides 4, 8, 16 and 32, for any input of at least 32x32 pixels.
+
+The position bias is a dense query-by-key table per stage, learned at one pretraining resolution.
+It is kept at that shape (so released checkpoints load unchanged) and resized to the actual query
+and key grids at run time.
+"""
+import math
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cmt_mm.registry import MODELS
+from cmt_mm.utils.checkpoint import load_backbone_weights
+from .position_bias import resize_position_bias, square_grid
+
+# Spatial reduction of keys/values per stage: every stage attends to a key grid of stride 32.
+SR_RATIOS = (8, 4, 2, 1)
+NUM_HEADS = (1, 2, 4, 8)
+MIN_INPUT_SIZE = 32
+
+
+def tokens_to_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    """(B, N, C) tokens -> (B, C, H, W) map."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map -> (B, N, C) tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class ConvGeluBN(nn.Sequential):
+    """Convolution, GELU, then BatchNorm: CMT puts the activation before the norm."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, groups: int = 1):
+        super().__init__(OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                           padding=kernel_size // 2, groups=groups),
+            act=nn.GELU(),
+            norm=nn.BatchNorm2d(out_channels)))
+
+
+class PatchEmbed(nn.Module):
+    """Halve the resolution with a 2x2 stride-2 convolution, then LayerNorm over channels."""
+
+    def __init__(self, in_channels: int, embed_dims: int):
+        super().__init__()
+        self.projection = nn.Conv2d(in_channels, embed_dims, kernel_size=2, stride=2)
+        self.norm = nn.LayerNorm(embed_dims, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        x = self.projection(x)
+        hw = x.shape[2:]
+        return self.norm(map_to_tokens(x)), (hw[0], hw[1])
+
+
+class LightweightAttention(nn.Module):
+    """Multi-head self-attention whose keys and values come from a map reduced by ``sr_ratio``.
+
+    Queries keep the full resolution; a depthwise conv with kernel = stride = ``sr_ratio`` and a
+    BatchNorm shrink the key/value map. A relative position bias, passed in by the stage, is added
+    to the scaled attention logits.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} must be divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.q = nn.Linear(embed_dims, embed_dims)
+        self.k = nn.Linear(embed_dims, embed_dims)
+        self.v = nn.Linear(embed_dims, embed_dims)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        if sr_ratio > 1:
+            self.reduction = nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(embed_dims, embed_dims, sr_ratio, sr_ratio, groups=embed_dims),
+                norm=nn.BatchNorm2d(embed_dims)))
+
+    def key_grid(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        return hw[0] // self.sr_ratio, hw[1] // self.sr_ratio
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, heads, N, C / heads)."""
+        return x.unflatten(2, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                position_bias: torch.Tensor) -> torch.Tensor:
+        kv = x
+        if self.sr_ratio > 1:
+            kv = map_to_tokens(self.reduction(tokens_to_map(x, hw)))
+        q = self.split_heads(self.q(x))
+        k = self.split_heads(self.k(kv))
+        v = self.split_heads(self.v(kv))
+        # The default scale is (C / heads)^-0.5, as in the reference.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias.to(q.dtype))
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class InvertedResidualFFN(nn.Module):
+    """1x1 expansion, a residual depthwise 3x3, then a 1x1 projection, all with BatchNorm."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int):
+        super().__init__()
+        self.expand = ConvGeluBN(embed_dims, hidden_dims)
+        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+        self.dw_act = nn.GELU()
+        self.dw_norm = nn.BatchNorm2d(hidden_dims)
+        self.project = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(hidden_dims, embed_dims, 1),
+            norm=nn.BatchNorm2d(embed_dims)))
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        x = self.expand(tokens_to_map(x, hw))
+        # The shortcut sits inside the activation and the norm.
+        x = self.dw_norm(self.dw_act(self.dwconv(x) + x))
+        return map_to_tokens(self.project(x))
+
+
+class CMTBlock(nn.Module):
+    """Local perception unit, then attention and FFN, each pre-normed with a residual."""
+
+    def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, mlp_ratio: float,
+                 drop_path: float = 0., with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.local_perception = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                 position_bias: torch.Tensor) -> torch.Tensor:
+        x_map = tokens_to_map(x, hw)
+        x = map_to_tokens(self.local_perception(x_map) + x_map)
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, position_bias))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw))
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int],
+                position_bias: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw, position_bias, use_reentrant=False)
+        return self._forward(x, hw, position_bias)
+
+
+class CMTStage(nn.Module):
+    """A patch embedding, then CMT blocks that share one relative position bias.
+
+    ``position_bias`` has its pretraining shape ``(heads, Hq0 * Wq0, Hk0 * Wk0)``; each forward
+    resizes it to the actual grids. Outside training (or without autograd) the resized bias is
+    cached per input size, since it only changes when the weights do.
+    """
+
+    bias_cache_size = 4
+
+    def __init__(self, in_channels: int, embed_dims: int, depth: int, num_heads: int,
+                 sr_ratio: int, mlp_ratio: float, query_grid: int, key_grid: int,
+                 drop_paths: Sequence[float], with_cp: bool = False):
+        super().__init__()
+        self.patch_embed = PatchEmbed(in_channels, embed_dims)
+        self.blocks = nn.ModuleList([
+            CMTBlock(embed_dims, num_heads, sr_ratio, mlp_ratio, drop_paths[i], with_cp)
+            for i in range(depth)
+        ])
+        self.position_bias = nn.Parameter(
+            torch.randn(num_heads, query_grid**2, key_grid**2))
+        self._bias_cache: Dict[tuple, torch.Tensor] = OrderedDict()
+
+    def resized_position_bias(self, query_hw: Tuple[int, int],
+                              key_hw: Tuple[int, int]) -> torch.Tensor:
+        bias = self.position_bias
+        if torch.is_grad_enabled() and bias.requires_grad:
+            return resize_position_bias(bias, query_hw, key_hw)
+        key = (query_hw, key_hw, bias.device, bias.dtype, bias._version)
+        if key not in self._bias_cache:
+            self._bias_cache[key] = resize_position_bias(bias, query_hw, key_hw)
+            while len(self._bias_cache) > self.bias_cache_size:
+                self._bias_cache.popitem(last=False)
+        return self._bias_cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, hw = self.patch_embed(x)
+        key_hw = self.blocks[0].attn.key_grid(hw)
+        if min(key_hw) < 1:
+            raise ValueError(f'the stage input {tuple(hw)} is too small for a spatial reduction '
+                             f'of {self.blocks[0].attn.sr_ratio}')
+        bias = self.resized_position_bias(hw, key_hw)
+        for block in self.blocks:
+            x = block(x, hw, bias)
+        return tokens_to_map(x, hw)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Resize a position bias saved at another pretraining resolution to this one."""
+        name = prefix + 'position_bias'
+        saved = state_dict.get(name)
+        if saved is not None and saved.shape != self.position_bias.shape \
+                and saved.shape[0] == self.position_bias.shape[0]:
+            state_dict[name] = resize_position_bias(
+                saved, square_grid(self.position_bias.shape[1]),
+                square_grid(self.position_bias.shape[2]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@MODELS.register_module()
+class CMT(BaseModule):
+    """CMT backbone.
+
+    Args:
+        arch (str | dict): ``'ti'``, ``'xs'``, ``'s'``, ``'b'`` (or their long names), or a dict
+            with ``embed_dims`` (4 ints), ``depths`` (4 ints), ``mlp_ratio``, ``stem_channels``
+            and, optionally, ``img_size`` (the pretraining resolution).
+        pretrain_img_size (int, optional): the resolution the relative position biases are shaped
+            for; must be a multiple of 32. Defaults to the arch's ImageNet resolution
+            (160 / 192 / 224 / 256). Any input size works at run time.
+        in_channels (int): input channels. Defaults to 3.
+        out_indices (Sequence[int]): stages whose outputs are returned, in 0..3.
+            Defaults to all four (strides 4, 8, 16, 32).
+        frozen_stages (int): -1 freezes nothing; 0 freezes the stem; k >= 1 freezes the stem
+            and the first k stages. Defaults to -1.
+        norm_eval (bool): keep BatchNorm layers in eval mode while training. Defaults to False.
+        with_cp (bool): recompute each block in the backward pass to save memory.
+        drop_path_rate (float): stochastic depth, rising linearly over all blocks to this value.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads a released
+            CMT checkpoint, a converted classifier checkpoint or a plain backbone state dict
+            (``prefix`` optional); other mmengine init configs work as usual.
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(['ti', 'tiny'], dict(
+            embed_dims=[46, 92, 184, 368], depths=[2, 2, 10, 2], mlp_ratio=3.6,
+            stem_channels=16, img_size=160)),
+        **dict.fromkeys(['xs', 'extra-small'], dict(
+            embed_dims=[52, 104, 208, 416], depths=[3, 3, 12, 3], mlp_ratio=3.77,
+            stem_channels=16, img_size=192)),
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=[64, 128, 256, 512], depths=[3, 3, 16, 3], mlp_ratio=4.,
+            stem_channels=32, img_size=224)),
+        **dict.fromkeys(['b', 'base'], dict(
+            embed_dims=[76, 152, 304, 608], depths=[4, 4, 20, 4], mlp_ratio=4.,
+            stem_channels=38, img_size=256)),
+    }
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 's',
+                 pretrain_img_size: Optional[int] = None,
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 drop_path_rate: float = 0.,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        self.embed_dims = list(self.arch_settings['embed_dims'])
+        self.depths = list(self.arch_settings['depths'])
+        self.pretrain_img_size = pretrain_img_size or self.arch_settings.get('img_size', 224)
+        if self.pretrain_img_size % 32 or self.pretrain_img_size < 32:
+            raise ValueError('pretrain_img_size must be a positive multiple of 32, '
+                             f'got {self.pretrain_img_size}')
+        self.out_indices = self._parse_out_indices(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in -1..{self.num_stages}, '
+                             f'got {frozen_stages}')
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+
+        stem_channels = self.arch_settings['stem_channels']
+        self.stem = nn.Sequential(
+            ConvGeluBN(in_channels, stem_channels, 3, stride=2),
+            ConvGeluBN(stem_channels, stem_channels, 3),
+            ConvGeluBN(stem_channels, stem_channels, 3))
+
+        drop_paths = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        key_grid = self.pretrain_img_size // 32
+        self.stages = nn.ModuleList()
+        channels = stem_channels
+        for i, (dims, depth) in enumerate(zip(self.embed_dims, self.depths)):
+            first = sum(self.depths[:i])
+            self.stages.append(CMTStage(
+                channels, dims, depth, NUM_HEADS[i], SR_RATIOS[i],
+                self.arch_settings['mlp_ratio'],
+                query_grid=self.pretrain_img_size // 2**(i + 2), key_grid=key_grid,
+                drop_paths=drop_paths[first:first + depth], with_cp=with_cp))
+            channels = dims
+        self._freeze_stages()
+
+    def _parse_arch(self, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise ValueError(f'unknown CMT arch {arch!r}; choose one of '
+                                 f'{sorted(set(self.arch_zoo))} or pass a dict')
+            return dict(self.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        required = {'embed_dims', 'depths', 'mlp_ratio', 'stem_channels'}
+        missing = required - set(arch)
+        if missing:
+            raise ValueError(f'a custom CMT arch needs the keys {sorted(required)}; '
+                             f'missing {sorted(missing)}')
+        for key in ('embed_dims', 'depths'):
+            if len(arch[key]) != self.num_stages or min(arch[key]) < 1:
+                raise ValueError(f'arch[{key!r}] must be {self.num_stages} positive ints, '
+                                 f'got {arch[key]}')
+        for dims, heads in zip(arch['embed_dims'], NUM_HEADS):
+            if dims % heads:
+                raise ValueError(f'arch embed_dims {arch["embed_dims"]} must be divisible by '
+                                 f'the heads per stage {NUM_HEADS}')
+        return dict(arch)
+
+    def _parse_out_indices(self, out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        indices = []
+        for index in out_indices:
+            if not -self.num_stages <= index < self.num_stages:
+                raise ValueError(f'out_indices must be in 0..{self.num_stages - 1} '
+                                 f'(or negative), got {tuple(out_indices)}')
+            indices.append(index % self.num_stages)
+        return tuple(indices)
+
+    def init_weights(self):
+        init_cfg = self.init_cfg if isinstance(self.init_cfg, dict) else None
+        if init_cfg is not None and init_cfg.get('type') == 'Pretrained':
+            self._init_from_scratch()  # anything the checkpoint lacks starts sensibly
+            load_backbone_weights(self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
+                                  map_location=init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+        elif self.init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def _init_from_scratch(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                # Kaiming normal over the fan-out of one group, as in the reference.
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_out))
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for stage in self.stages:
+            nn.init.normal_(stage.position_bias)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f'CMT needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
+                             f'pixels, got {tuple(x.shape[-2:])}; pad the input (a multiple of '
+                             '32 keeps every stride exact)')
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def _freeze_stages(self):
+        frozen = [self.stem] if self.frozen_stages >= 0 else []
+        frozen += list(self.stages[:max(self.frozen_stages, 0)])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise learning-rate decay.
+
+        The stem and the first patch embedding are layer 0; block j of stage i is
+        ``sum(depths[:i]) + j + 1``; a stage's patch embedding and its position bias share the id
+        of the stage's first block; everything outside the backbone (neck, heads) is the last
+        layer, ``sum(depths) + 1``.
+
+        Returns:
+            tuple[int, int]: the layer id and the number of layers.
+        """
+        num_layers = sum(self.depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):].split('.')
+        if name[0] == 'stem':
+            return 0, num_layers
+        if name[0] == 'stages':
+            stage = int(name[1])
+            first = sum(self.depths[:stage])
+            if name[2] == 'blocks':
+                return first + int(name[3]) + 1, num_layers
+            if stage == 0 and name[2] == 'patch_embed':
+                return 0, num_layers
+            return first + 1, num_layers
+        return num_layers - 1, num_layers

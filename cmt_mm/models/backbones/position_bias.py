@@ -1,0 +1,40 @@
+"""Resizing CMT's dense relative position bias to other query and key grids."""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def square_grid(num_tokens: int) -> Tuple[int, int]:
+    """The (H, W) of a square grid with ``num_tokens`` cells."""
+    side = int(round(num_tokens**0.5))
+    if side * side != num_tokens:
+        raise ValueError(f'a position bias over {num_tokens} tokens is not a square grid')
+    return side, side
+
+
+def _resize_last_grid(x: torch.Tensor, grid: Tuple[int, int],
+                      size: Tuple[int, int]) -> torch.Tensor:
+    """Bicubically resize the last dim of ``x`` (C, M, H*W), seen as an (H, W) grid."""
+    out = F.interpolate(x.reshape(x.shape[0], x.shape[1], *grid), size=size, mode='bicubic',
+                        align_corners=False)
+    return out.flatten(2)
+
+
+def resize_position_bias(bias: torch.Tensor, query_hw: Tuple[int, int],
+                         key_hw: Tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(heads, Hq0 * Wq0, Hk0 * Wk0)`` bias learned on square grids.
+
+    The bias is a function of (query position, key position); it is resized bicubically over the
+    query grid, then over the key grid. At the original grids it is returned unchanged.
+
+    Returns:
+        Tensor: ``(heads, Hq * Wq, Hk * Wk)``.
+    """
+    query_hw, key_hw = tuple(query_hw), tuple(key_hw)
+    query_grid, key_grid = square_grid(bias.shape[1]), square_grid(bias.shape[2])
+    if query_grid != query_hw:
+        bias = _resize_last_grid(bias.transpose(1, 2), query_grid, query_hw).transpose(1, 2)
+    if key_grid != key_hw:
+        bias = _resize_last_grid(bias, key_grid, key_hw)
+    return bias

@@ -1,0 +1,3 @@
+from .cmt_cls_head import CMTClsHead
+
+__all__ = ['CMTClsHead']
