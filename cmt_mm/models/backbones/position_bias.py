@@ -1,5 +1,5 @@
 """Resizing CMT's dense relative position bias to other query and key grids."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,18 +21,27 @@ def _resize_last_grid(x: torch.Tensor, grid: Tuple[int, int],
     return out.flatten(2)
 
 
-def resize_position_bias(bias: torch.Tensor, query_hw: Tuple[int, int],
-                         key_hw: Tuple[int, int]) -> torch.Tensor:
-    """Resize a ``(heads, Hq0 * Wq0, Hk0 * Wk0)`` bias learned on square grids.
+def resize_position_bias(bias: torch.Tensor,
+                         query_hw: Tuple[int, int],
+                         key_hw: Tuple[int, int],
+                         query_grid: Optional[Tuple[int, int]] = None,
+                         key_grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Resize a ``(heads, Hq0 * Wq0, Hk0 * Wk0)`` bias to other query and key grids.
 
     The bias is a function of (query position, key position); it is resized bicubically over the
     query grid, then over the key grid. At the original grids it is returned unchanged.
+
+    Args:
+        bias: the bias.
+        query_hw, key_hw: the target grids.
+        query_grid, key_grid: the grids of ``bias``; square by default, as learned.
 
     Returns:
         Tensor: ``(heads, Hq * Wq, Hk * Wk)``.
     """
     query_hw, key_hw = tuple(query_hw), tuple(key_hw)
-    query_grid, key_grid = square_grid(bias.shape[1]), square_grid(bias.shape[2])
+    query_grid = tuple(query_grid or square_grid(bias.shape[1]))
+    key_grid = tuple(key_grid or square_grid(bias.shape[2]))
     if query_grid != query_hw:
         bias = _resize_last_grid(bias.transpose(1, 2), query_grid, query_hw).transpose(1, 2)
     if key_grid != key_hw:

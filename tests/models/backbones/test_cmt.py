@@ -1,0 +1,196 @@
+"""CMT backbone: structure, shapes at any size, freezing, checkpointing, position-bias resizing."""
+import pytest
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cmt_mm.models import CMT, CMTClsHead
+from cmt_mm.models.backbones.position_bias import resize_position_bias
+
+BACKBONE_PARAMS = {'ti': 7_736_546, 'xs': 13_429_888, 's': 24_315_960, 'b': 43_651_996}
+CLASSIFIER_PARAMS = {'ti': 9_492_426, 'xs': 15_247_208, 's': 26_256_160, 'b': 45_715_076}
+NATIVE_SIZE = {'ti': 160, 'xs': 192, 's': 224, 'b': 256}
+TI_DIMS = [46, 92, 184, 368]
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def tiny(**kwargs):
+    model = CMT('ti', **kwargs)
+    model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('arch', ['ti', 'xs', 's', 'b'])
+def test_parameter_counts(arch):
+    backbone = CMT(arch)
+    head = CMTClsHead(num_classes=1000, in_channels=backbone.embed_dims[-1])
+    assert count(backbone) == BACKBONE_PARAMS[arch]
+    assert count(backbone) + count(head) == CLASSIFIER_PARAMS[arch]
+
+
+def test_arch_validation():
+    with pytest.raises(ValueError, match="unknown CMT arch 'l'"):
+        CMT('l')
+    with pytest.raises(TypeError, match='str or a dict'):
+        CMT(3)
+    with pytest.raises(ValueError, match=r"missing \['stem_channels'\]"):
+        CMT(dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2))
+    with pytest.raises(ValueError, match='4 positive ints'):
+        CMT(dict(embed_dims=[8, 16, 32], depths=[1, 1, 1], mlp_ratio=2, stem_channels=8))
+    with pytest.raises(ValueError, match='divisible by the heads'):
+        CMT(dict(embed_dims=[8, 16, 30, 64], depths=[1, 1, 1, 1], mlp_ratio=2, stem_channels=8))
+    with pytest.raises(ValueError, match='out_indices must be in 0..3'):
+        CMT('ti', out_indices=(0, 4))
+    with pytest.raises(ValueError, match='frozen_stages must be in -1..4'):
+        CMT('ti', frozen_stages=5)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        CMT('ti', pretrain_img_size=100)
+    assert CMT('Tiny').embed_dims == TI_DIMS
+
+
+def test_custom_arch():
+    arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2, stem_channels=8)
+    model = CMT(arch, pretrain_img_size=64)
+    assert [len(stage.blocks) for stage in model.stages] == [1, 2, 1, 1]
+    outs = model(torch.randn(1, 3, 64, 96))
+    assert [o.shape[1] for o in outs] == [8, 16, 32, 64]
+    assert model.stages[0].position_bias.shape == (1, 16 * 16, 2 * 2)
+
+
+@pytest.mark.parametrize('size', [(160, 160), (256, 320), (800, 1216), (225, 243)])
+def test_output_shapes(size):
+    model = tiny().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *size))
+    assert len(outs) == 4
+    h, w = size
+    for i, (out, dims) in enumerate(zip(outs, TI_DIMS)):
+        stride = 2**(i + 2)
+        # Exact strides for multiples of 32; other sizes round down after the stem.
+        assert out.shape == (1, dims, -(-h // 2) // (stride // 2), -(-w // 2) // (stride // 2))
+        assert torch.isfinite(out).all()
+
+
+def test_too_small_input_says_to_pad():
+    with pytest.raises(ValueError, match='at least 32x32.*pad'):
+        tiny()(torch.randn(1, 3, 24, 64))
+
+
+@pytest.mark.parametrize('out_indices', [(3, ), (1, 2, 3), (0, 2), -1])
+def test_out_indices(out_indices):
+    model = tiny(out_indices=out_indices).eval()
+    outs = model(torch.randn(1, 3, 64, 64))
+    indices = (3, ) if out_indices == -1 else out_indices
+    assert [o.shape[1] for o in outs] == [TI_DIMS[i] for i in indices]
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 2, 4])
+def test_frozen_stages(frozen_stages):
+    model = tiny(frozen_stages=frozen_stages)
+    model.train()
+    frozen = [model.stem] + list(model.stages[:frozen_stages])
+    trainable = list(model.stages[frozen_stages:])
+    for module in frozen:
+        assert all(not m.training for m in module.modules())
+        assert all(not p.requires_grad for p in module.parameters())
+    for module in trainable:
+        assert all(m.training for m in module.modules())
+        assert all(p.requires_grad for p in module.parameters())
+
+
+def test_norm_eval():
+    model = tiny(norm_eval=True)
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert norms and all(not m.training for m in norms)
+    assert all(m.training for m in model.modules() if isinstance(m, nn.LayerNorm))
+
+
+def test_with_cp_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = tiny().train()
+    checkpointed = tiny(with_cp=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    grads = []
+    for model in (plain, checkpointed):
+        x_ = x.clone().requires_grad_()
+        sum(o.square().mean() for o in model(x_)).backward()
+        grads.append((x_.grad, {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for name, grad in grads[0][1].items():
+        torch.testing.assert_close(grad, grads[1][1][name], msg=name)
+
+
+def test_drop_path_rises_linearly():
+    model = CMT('ti', drop_path_rate=0.3)
+    rates = [getattr(block.drop_path, 'drop_prob', 0.) for stage in model.stages
+             for block in stage.blocks]
+    expected = torch.linspace(0, 0.3, sum(model.depths)).tolist()
+    assert rates == pytest.approx(expected)
+
+
+def test_bias_resize_is_identity_at_native_size():
+    bias = torch.randn(2, 28 * 28, 7 * 7)
+    assert resize_position_bias(bias, (28, 28), (7, 7)) is bias
+
+
+def test_bias_resize_round_trip_of_a_smooth_bias():
+    # A bias that varies smoothly with query and key position survives 14 -> 24x20 -> 14.
+    q = torch.linspace(-1, 1, 14)
+    k = torch.linspace(-1, 1, 7)
+    qy, qx = torch.meshgrid(q, q, indexing='ij')
+    ky, kx = torch.meshgrid(k, k, indexing='ij')
+    bias = (torch.sin(2 * qy.reshape(-1, 1) + kx.reshape(1, -1)) +
+            torch.cos(qx.reshape(-1, 1) - ky.reshape(1, -1)))[None]
+    there = resize_position_bias(bias, (24, 20), (12, 10))
+    assert there.shape == (1, 24 * 20, 12 * 10)
+    back = resize_position_bias(there, (14, 14), (7, 7), query_grid=(24, 20), key_grid=(12, 10))
+    assert (back - bias).abs().max() < 0.05
+
+
+def test_bias_cache_at_inference():
+    model = tiny().eval()
+    stage = model.stages[0]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 96))
+        first = stage.resized_position_bias((16, 24), (2, 3))
+        assert stage.resized_position_bias((16, 24), (2, 3)) is first
+        stage.position_bias.mul_(2)  # new weights must not hit the stale entry
+        assert torch.allclose(stage.resized_position_bias((16, 24), (2, 3)), 2 * first)
+    # With autograd the bias is resized afresh, so that it learns.
+    model.train()
+    assert stage.resized_position_bias((16, 24), (2, 3)).requires_grad
+
+
+def test_position_bias_learns_at_other_sizes():
+    model = tiny().train()
+    sum(o.mean() for o in model(torch.randn(2, 3, 96, 64))).backward()
+    assert all(stage.position_bias.grad.abs().sum() > 0 for stage in model.stages)
+
+
+def test_bf16_autocast_forward_is_finite():
+    model = tiny().eval()
+    with torch.autocast('cpu', dtype=torch.bfloat16), torch.no_grad():
+        outs = model(torch.randn(1, 3, 128, 96) * 50)
+    assert all(torch.isfinite(o.float()).all() for o in outs)
+
+
+def test_layer_depth():
+    model = CMT('ti')  # depths 2, 2, 10, 2: 16 blocks, 18 layers
+    assert model.get_layer_depth('backbone.stem.0.conv.weight', 'backbone.') == (0, 18)
+    assert model.get_layer_depth('backbone.stages.0.patch_embed.norm.bias', 'backbone.') == (0, 18)
+    assert model.get_layer_depth('backbone.stages.0.blocks.1.attn.q.weight', 'backbone.')[0] == 2
+    assert model.get_layer_depth('backbone.stages.1.patch_embed.projection.weight',
+                                 'backbone.')[0] == 3
+    assert model.get_layer_depth('backbone.stages.2.position_bias', 'backbone.')[0] == 5
+    assert model.get_layer_depth('backbone.stages.3.blocks.1.ffn.dwconv.weight',
+                                 'backbone.')[0] == 16
+    assert model.get_layer_depth('neck.fpn_convs.0.conv.weight', 'backbone.') == (17, 18)
+    assert model.get_layer_depth('head.fc.weight', 'backbone.') == (17, 18)
+    depths = [model.get_layer_depth('backbone.' + name, 'backbone.')[0]
+              for name, _ in model.named_parameters() if '.blocks.' in name]
+    assert depths == sorted(depths)  # block ids never go down through the network
