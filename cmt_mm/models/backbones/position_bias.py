@@ -1,4 +1,5 @@
 """Resizing CMT's dense relative position bias to other query and key grids."""
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -7,7 +8,8 @@ import torch.nn.functional as F
 
 def square_grid(num_tokens: int) -> Tuple[int, int]:
     """The (H, W) of a square grid with ``num_tokens`` cells."""
-    side = int(round(num_tokens**0.5))
+    num_tokens = int(num_tokens)  # a tensor while tracing
+    side = math.isqrt(num_tokens)
     if side * side != num_tokens:
         raise ValueError(f'a position bias over {num_tokens} tokens is not a square grid')
     return side, side
