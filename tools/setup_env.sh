@@ -7,7 +7,7 @@
 # Environment:
 #   CMT_MM_PYTHON      interpreter used to create the venv (default: python3)
 #   CMT_MM_WHEELHOUSE  a directory that may hold a prebuilt mmcv 2.1.0 wheel; used when it matches
-#                      this interpreter and torch (checked by importing mmcv._ext)
+#                      this interpreter and torch (checked by running its ops; tools/mmcv_wheel.py)
 #   CMT_MM_CACHE       where built mmcv wheels are kept between clones
 #                      (default: ${XDG_CACHE_HOME:-~/.cache}/cmt_mm)
 #   MAX_JOBS           parallel compile jobs for the mmcv build (default: number of cores)
@@ -37,9 +37,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY=$VENV/bin/python
 # The machine-wide pip configuration may list local indexes that do not exist; their warnings are noise.
-pip_install() {
-    "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "^WARNING: Location" || true
-    return "${PIPESTATUS[0]}"
+pip_install() {  # fails when pip fails (pipefail)
+    "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 |
+        { grep -v "^WARNING: Location" || true; }
 }
 
 pip_install --upgrade pip
@@ -49,39 +49,13 @@ pip_install $(grep -E '^(torch|torchvision)==' "$ROOT/requirements/runtime.txt")
 pip_install -r "$ROOT/requirements/runtime.txt"
 
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
-PY_TAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 WHEEL_CACHE=$CACHE/wheels/torch-$TORCH_VERSION
 
-mmcv_ok() {  # prints why not, when not
-    "$PY" -c "
-import mmcv, mmcv._ext
-from mmcv.ops import nms
-assert mmcv.__version__ == '$MMCV_VERSION', mmcv.__version__
-" 2>&1 | tail -n 1
-    return "${PIPESTATUS[0]}"
+mmcv_installed() {
+    "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null
 }
 
-try_wheel_dir() {  # install an mmcv wheel from $1 if it carries working ops for this torch
-    local dir=$1 whl
-    [ -n "$dir" ] && [ -d "$dir" ] || return 1
-    for whl in "$dir"/mmcv-$MMCV_VERSION-$PY_TAG-*.whl; do
-        [ -f "$whl" ] || continue
-        say "trying $whl"
-        pip_install --no-deps --force-reinstall "$whl"
-        if mmcv_ok; then
-            say "mmcv $MMCV_VERSION with compiled ops installed from $whl"
-            # Keep a working wheel in the cache so later clones need neither the wheelhouse nor a build.
-            mkdir -p "$WHEEL_CACHE"
-            [ -f "$WHEEL_CACHE/$(basename "$whl")" ] || cp "$whl" "$WHEEL_CACHE/"
-            return 0
-        fi
-        say "$whl does not work with torch $TORCH_VERSION here; skipping it"
-        "$PY" -m pip uninstall -q -y mmcv
-    done
-    return 1
-}
-
-build_mmcv() {
+build_mmcv() {  # into $WHEEL_CACHE
     local tmp src
     tmp=$(mktemp -d)
     say "building mmcv $MMCV_VERSION with compiled ops from PyPI's sdist (30+ minutes on 2 cores)"
@@ -98,13 +72,20 @@ build_mmcv() {
     rm -rf "$tmp"
 }
 
-if mmcv_ok >/dev/null; then
+if mmcv_installed; then
     say "mmcv $MMCV_VERSION with compiled ops already installed"
-elif try_wheel_dir "${CMT_MM_WHEELHOUSE:-}" || try_wheel_dir "$WHEEL_CACHE"; then
-    :
 else
-    build_mmcv
-    try_wheel_dir "$WHEEL_CACHE" || { say "ERROR: the mmcv build did not produce working ops"; exit 1; }
+    wheel=$("$PY" "$ROOT/tools/mmcv_wheel.py" --version "$MMCV_VERSION" \
+        ${CMT_MM_WHEELHOUSE:+"$CMT_MM_WHEELHOUSE"} "$WHEEL_CACHE") || {
+        build_mmcv
+        wheel=$("$PY" "$ROOT/tools/mmcv_wheel.py" --version "$MMCV_VERSION" "$WHEEL_CACHE") ||
+            { say "ERROR: the mmcv build did not produce working ops"; exit 1; }
+    }
+    say "installing $wheel"
+    pip_install --no-deps --force-reinstall "$wheel"
+    # Keep the wheel in the cache, so later clones need neither the wheelhouse nor a build.
+    mkdir -p "$WHEEL_CACHE"
+    [ -f "$WHEEL_CACHE/$(basename "$wheel")" ] || cp "$wheel" "$WHEEL_CACHE/"
 fi
 
 pip_install -r "$ROOT/requirements/detection.txt" -r "$ROOT/requirements/tests.txt"

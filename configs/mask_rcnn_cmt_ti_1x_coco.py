@@ -1,0 +1,6 @@
+# Mask R-CNN + FPN with a CMT-Ti backbone, COCO 1x.
+_base_ = './mask_rcnn_cmt_s_1x_coco.py'
+
+model = dict(
+    backbone=dict(arch='ti', init_cfg=dict(checkpoint='checkpoints/cmt-ti_in1k.pth')),
+    neck=dict(in_channels=[46, 92, 184, 368]))
