@@ -1,0 +1,6 @@
+# Mask R-CNN with CMT-S, trained from scratch (the COCO128 comparison;
+# tools/analysis_tools/coco128_compare.py sets the data and the shared budget).
+_base_ = '../mask_rcnn_cmt_s_1x_coco.py'
+
+model = dict(backbone=dict(norm_eval=False, init_cfg=None))
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=0.05))

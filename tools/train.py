@@ -1,0 +1,259 @@
+"""Train a model from an mmdet or mmpretrain config (the config's ``default_scope`` decides).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--amp]
+                                 [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+                                 [--launcher {none,pytorch,slurm,mpi}]
+
+Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/slurm_train.sh``.
+
+Mistakes in the command line (missing files, unknown ``--cfg-options`` keys, ...) end with
+a one-line message and exit status 2. ``tools/test.py`` reuses the helpers of this file.
+"""
+import argparse
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import os.path as osp
+import sys
+from typing import Optional
+
+EXIT_USAGE = 2  # wrong command line, like argparse
+EXIT_ENVIRONMENT = 1  # broken installation or untrusted checkpoint
+
+# Runs from a source checkout without installing cmt_mm.
+_REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if importlib.util.find_spec('cmt_mm') is None:
+    sys.path.insert(0, _REPO_ROOT)
+
+
+class UserError(Exception):
+    """A mistake in the command line; reported as one line, without a traceback."""
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by train.py and test.py."""
+    from mmengine.config import DictAction
+
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: the config\'s work_dir, else work_dirs/<config name>)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+        help='override config entries, e.g. optim_wrapper.optimizer.lr=0.01 or '
+        'train_dataloader.batch_size=8; every dotted key must exist in the config')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector or classifier')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument(
+        '--resume', nargs='?', const='auto', metavar='auto|PATH',
+        help='resume from PATH, or with no value (or "auto") from the latest '
+        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by the real total batch size')
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers shared with tools/test.py
+# ---------------------------------------------------------------------------------------
+
+
+def require_file(path: str, what: str) -> None:
+    """Local files must exist; URLs (``scheme://``) are left to mmengine's loaders."""
+    if '://' not in path and not osp.isfile(path):
+        raise UserError(f'{what} not found: {path}')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None):
+    """Load a config, apply ``--cfg-options``, then prepare the environment for its task.
+
+    Command-line mistakes are found before anything heavy is imported. ``custom_imports``
+    are imported only after the compatibility fixes, which must precede
+    ``mmpretrain.models``/``mmdet.models``.
+    """
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+
+    from cmt_mm.utils.compat import setup_environment
+
+    require_file(path, 'config file')
+    cfg = Config.fromfile(path, import_custom_modules=False)
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+
+    setup_environment(detection=is_detection(cfg))
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg['custom_imports'])
+    # cmt_mm registers its backbone on import; it may not exist in every checkout.
+    if importlib.util.find_spec('cmt_mm.models') is not None:
+        importlib.import_module('cmt_mm.models')
+    return cfg
+
+
+def is_detection(cfg) -> bool:
+    model_type = str((cfg.get('model') or {}).get('type', ''))
+    return cfg.get('default_scope') == 'mmdet' or model_type.startswith('mmdet.')
+
+
+def _runner_keys() -> set:
+    """Top-level keys the Runner reads, so --cfg-options may add them when absent."""
+    from mmengine.runner import Runner
+    params = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
+    return params | {'model_wrapper_cfg', 'find_unused_parameters', 'runner_type'}
+
+
+def check_cfg_options(cfg, options: dict) -> None:
+    """Refuse dotted keys that do not exist in the config.
+
+    ``Config.merge_from_dict`` silently adds unknown keys, so a typo such as
+    ``optim_wrapper.optimizer.lrr=0.1`` would train with the old value. Allowed besides
+    existing keys: a new top-level key the Runner reads (``randomness.seed=0``), keys
+    below a value that is ``None`` (they create the dict), and list indices.
+    """
+    runner_keys = _runner_keys()
+    tree = cfg.to_dict()
+    for key in options:
+        node, walked = tree, []
+        for part in key.split('.'):
+            where = '.'.join(walked) or 'the config'
+            if node is None:
+                break  # a None value is being replaced by a dict
+            if isinstance(node, dict):
+                if part not in node:
+                    if not walked and part in runner_keys:
+                        break
+                    close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ''
+                    raise UserError(f"--cfg-options key '{key}' does not exist in the "
+                                    f"config: {where} has no key '{part}'{hint}")
+                node = node[part]
+            elif isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--cfg-options key '{key}': {where} is a list of "
+                                    f"{len(node)} items, '{part}' is not an index into it")
+                node = node[int(part)]
+            else:
+                raise UserError(f"--cfg-options key '{key}': {where} is the "
+                                f'{type(node).__name__} {node!r}, not a dict')
+            walked.append(part)
+
+
+def apply_common_args(cfg, args, config_path: str) -> None:
+    """--work-dir and --launcher, the same way for train and test."""
+    # Priority: --work-dir, then the config's work_dir, then work_dirs/<config name>.
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+    cfg.launcher = args.launcher
+    if args.launcher != 'none':
+        use_cpu_distributed_if_no_gpu(cfg)
+
+
+def use_cpu_distributed_if_no_gpu(cfg) -> None:
+    """Without CUDA, run DDP over gloo on CPU modules.
+
+    NCCL needs GPUs, and mmengine passes ``device_ids=[LOCAL_RANK]`` to DDP, which DDP
+    rejects for CPU modules; explicit config values override that default.
+    """
+    import torch
+    if torch.cuda.is_available():
+        return
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def run_cli(main, argv=None) -> int:
+    """Run ``main(argv)``, turning expected failures into one line on stderr."""
+    from cmt_mm.utils.compat import EnvironmentProblem, UntrustedCheckpointError
+
+    prog = osp.basename(sys.argv[0])
+    try:
+        main(argv)
+    except UserError as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return EXIT_USAGE
+    except (EnvironmentProblem, UntrustedCheckpointError) as err:
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return EXIT_ENVIRONMENT
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+
+
+def enable_amp(cfg) -> None:
+    import torch
+    if not cfg.get('optim_wrapper'):
+        raise UserError('--amp needs an optim_wrapper in the config')
+    optim_type = str(cfg.optim_wrapper.get('type', 'OptimWrapper'))
+    if optim_type.endswith('AmpOptimWrapper'):
+        return  # already on in the config
+    if optim_type.split('.')[-1] != 'OptimWrapper':
+        raise UserError(f'--amp works with optim_wrapper type OptimWrapper, but the '
+                        f'config uses {optim_type}')
+    if not torch.cuda.is_available():
+        raise UserError('--amp needs a GPU (mmengine\'s AmpOptimWrapper does not run '
+                        'on CPU); drop --amp')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    require_file(args.config, 'config file')
+    if args.resume not in (None, 'auto'):
+        require_file(args.resume, 'checkpoint to resume from')
+    cfg = load_config(args.config, args.cfg_options)
+    apply_common_args(cfg, args, args.config)
+
+    if args.amp:
+        enable_amp(cfg)
+
+    if args.auto_scale_lr:
+        scale_cfg = cfg.get('auto_scale_lr') or {}
+        if 'base_batch_size' not in scale_cfg:
+            raise UserError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) '
+                            'in the config (the batch size the learning rate is for)')
+        cfg.auto_scale_lr = dict(scale_cfg, enable=True)
+
+    # --resume: 'auto' finds the latest checkpoint in the work dir (none: start fresh).
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    sys.exit(run_cli(main))
