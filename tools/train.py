@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training (needs a GPU)')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default='float16',
+                        help='the low precision of --amp; bfloat16 cannot overflow, so it '
+                        'needs no loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real total batch size')
     add_common_args(parser)
@@ -209,7 +212,7 @@ def run_cli(main, argv=None) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def enable_amp(cfg) -> None:
+def enable_amp(cfg, dtype: str = 'float16') -> None:
     import torch
     if not cfg.get('optim_wrapper'):
         raise UserError('--amp needs an optim_wrapper in the config')
@@ -223,6 +226,7 @@ def enable_amp(cfg) -> None:
         raise UserError('--amp needs a GPU (mmengine\'s AmpOptimWrapper does not run '
                         'on CPU); drop --amp')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = dtype
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
@@ -235,7 +239,7 @@ def main(argv=None) -> None:
     apply_common_args(cfg, args, args.config)
 
     if args.amp:
-        enable_amp(cfg)
+        enable_amp(cfg, args.amp_dtype)
 
     if args.auto_scale_lr:
         scale_cfg = cfg.get('auto_scale_lr') or {}

@@ -3,4 +3,6 @@
 _base_ = '../mask_rcnn_cmt_s_1x_coco.py'
 
 model = dict(backbone=dict(norm_eval=False, init_cfg=None))
-optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=0.05))
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight_decay=0.05),
+    clip_grad=dict(max_norm=35, norm_type=2))

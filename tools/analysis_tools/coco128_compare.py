@@ -31,10 +31,15 @@ RUNS = {
 METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50')
 
 
-def budget_options(data_root: str, epochs: int, batch_size: int, workers: int) -> list:
+def budget_options(data_root: str, epochs: int, batch_size: int, workers: int,
+                   scale: tuple) -> list:
     """--cfg-options giving every run the same data and budget."""
     ann = osp.join(data_root, 'annotations', 'instances_val2017.json')
-    options = [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+    scale = f'({scale[0]},{scale[1]})'
+    options = [f'train_dataloader.dataset.pipeline.2.scale={scale}',  # Resize
+               f'val_dataloader.dataset.pipeline.1.scale={scale}',
+               f'test_dataloader.dataset.pipeline.1.scale={scale}',
+               f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
                f'train_dataloader.batch_size={batch_size}',
                f'train_dataloader.num_workers={workers}',
                'param_scheduler.0.end=100',
@@ -65,7 +70,9 @@ def start(name: str, config: str, options: list, args) -> tuple:
     work_dir = osp.join(args.work_dir, name)
     os.makedirs(work_dir, exist_ok=True)
     cmd = [sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
-           '--cfg-options', *options] + (['--amp'] if args.amp else [])
+           '--cfg-options', *options]
+    if args.amp:
+        cmd += ['--amp', '--amp-dtype', 'bfloat16']
     print('$ ' + ' '.join(cmd[1:]), flush=True)
     log = open(osp.join(work_dir, 'train.log'), 'w')
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), time.time()
@@ -99,12 +106,15 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--workers', type=int, default=4)
     parser.add_argument('--parallel', type=int, default=3, help='runs sharing the GPU at once')
-    parser.add_argument('--amp', action='store_true')
+    parser.add_argument('--scale', type=int, nargs=2, default=(1333, 800),
+                        help='the longer and shorter side images are resized to')
+    parser.add_argument('--amp', action='store_true', help='bfloat16 mixed precision')
     parser.add_argument('--reevaluate', action='store_true',
                         help='evaluate the first run\'s checkpoint again with tools/test.py')
     args = parser.parse_args(argv)
     data_root = osp.abspath(args.data_root) + '/'
-    options = budget_options(data_root, args.epochs, args.batch_size, args.workers)
+    options = budget_options(data_root, args.epochs, args.batch_size, args.workers,
+                             args.scale)
 
     pending, running, results = list(args.runs), {}, {}
     while pending or running:

@@ -203,7 +203,8 @@ class CMTStage(nn.Module):
         bias = self.resized_position_bias(hw, key_hw)
         for block in self.blocks:
             x = block(x, hw, bias)
-        return tokens_to_map(x, hw)
+        # Contiguous NCHW: mmcv's compiled ops (RoIAlign, ...) read their input as such.
+        return tokens_to_map(x, hw).contiguous()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Resize a position bias saved at another pretraining resolution to this one."""

@@ -72,6 +72,7 @@ def test_output_shapes(size):
         # Exact strides for multiples of 32; other sizes round down after the stem.
         assert out.shape == (1, dims, -(-h // 2) // (stride // 2), -(-w // 2) // (stride // 2))
         assert torch.isfinite(out).all()
+        assert out.is_contiguous()  # mmcv's ops (RoIAlign) assume contiguous NCHW
 
 
 def test_too_small_input_says_to_pad():
