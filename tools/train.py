@@ -58,8 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training (needs a GPU)')
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default='float16',
-                        help='the low precision of --amp; bfloat16 cannot overflow, so it '
-                        'needs no loss scaling')
+                        help='the low precision of --amp. bfloat16 cannot overflow, but '
+                        'mmcv 2.1\'s detection ops (RoIAlign, sigmoid focal loss) lack it')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real total batch size')
     add_common_args(parser)
