@@ -1,0 +1,5 @@
+"""Helpers: checkpoint loading and conversion (``checkpoint``), complexity counting
+(``complexity``), environment checks (``compat``) and the demo's data (``synthetic_coco``).
+
+Import the submodules directly; this package imports nothing heavy on its own.
+"""
