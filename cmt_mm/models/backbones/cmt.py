@@ -163,8 +163,8 @@ class CMTStage(nn.Module):
     """A patch embedding, then CMT blocks that share one relative position bias.
 
     ``position_bias`` has its pretraining shape ``(heads, Hq0 * Wq0, Hk0 * Wk0)``; each forward
-    resizes it to the actual grids. Outside training (or without autograd) the resized bias is
-    cached per input size, since it only changes when the weights do.
+    resizes it to the actual grids. When the bias needs no gradient (inference, a frozen stage)
+    the resized bias is cached per input size, since it only changes when the weights do.
     """
 
     bias_cache_size = 4
@@ -187,6 +187,7 @@ class CMTStage(nn.Module):
         bias = self.position_bias
         if torch.is_grad_enabled() and bias.requires_grad:
             return resize_position_bias(bias, query_hw, key_hw)
+        # The version counter moves with every in-place update (optimizer step, loading).
         key = (query_hw, key_hw, bias.device, bias.dtype, bias._version)
         if key not in self._bias_cache:
             self._bias_cache[key] = resize_position_bias(bias, query_hw, key_hw)
