@@ -27,40 +27,35 @@ model = dict(
         # From scratch, with batches of 8: BatchNorm statistics must be learnt.
         norm_eval=False,
         init_cfg=None),
-    neck=dict(in_channels=[32, 64, 128, 256], out_channels=fpn_channels),
+    # CMT's outputs carry no norm; BatchNorm in the FPN makes training from scratch converge
+    # faster (measured after 8 epochs: box mAP 0.86 with it, 0.79 without).
+    neck=dict(in_channels=[32, 64, 128, 256], out_channels=fpn_channels,
+              norm_cfg=dict(type='BN', requires_grad=True)),
     rpn_head=dict(
         in_channels=fpn_channels,
         feat_channels=fpn_channels,
         # Objects are 15-50 px: anchors of 16, 32, 64, ... px instead of 32, 64, 128, ...
         anchor_generator=dict(scales=[4])),
+    # One sample per RoIAlign bin instead of an adaptive count: mmcv's CPU RoIAlign backward is
+    # a large part of a step, and these RoIs span at most ~20 feature pixels.
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=fpn_channels),
-        bbox_head=dict(in_channels=fpn_channels, fc_out_channels=256, num_classes=num_classes),
-        mask_roi_extractor=dict(out_channels=fpn_channels),
-        mask_head=dict(in_channels=fpn_channels, conv_out_channels=fpn_channels,
+        bbox_roi_extractor=dict(
+            roi_layer=dict(sampling_ratio=1), out_channels=fpn_channels),
+        bbox_head=dict(in_channels=fpn_channels, fc_out_channels=128, num_classes=num_classes),
+        mask_roi_extractor=dict(
+            roi_layer=dict(sampling_ratio=1), out_channels=fpn_channels),
+        mask_head=dict(num_convs=2, in_channels=fpn_channels, conv_out_channels=fpn_channels,
                        num_classes=num_classes)),
-    # A few objects per image: fewer proposals and sampled RoIs keep the CPU time down.
+    # A few objects per image: fewer proposals (NMS is quadratic) and sampled RoIs suffice.
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rpn_proposal=dict(nms_pre=500, max_per_img=200),
+        rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
 
 # Data: the images already have their final size; Resize only records the scale factor.
 data_root = '{{$SHAPES_ROOT:work_dirs/demo/shapes/}}'
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+_base_.train_pipeline[2]['scale'] = (image_size, image_size)  # Resize
+_base_.test_pipeline[1]['scale'] = (image_size, image_size)
 # Two CPU cores: one loader worker keeps decoding off the training process.
 train_dataloader = dict(
     batch_size=8,
@@ -70,7 +65,7 @@ train_dataloader = dict(
         metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
-        pipeline=train_pipeline))
+        pipeline=_base_.train_pipeline))
 val_dataloader = dict(
     batch_size=8,
     num_workers=1,
@@ -79,19 +74,20 @@ val_dataloader = dict(
         metainfo=metainfo,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
-        pipeline=test_pipeline))
+        pipeline=_base_.test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 # Schedule: AdamW with a linear warm-up, then a step decay for the last epochs.
-max_epochs = 12
+# 8 epochs of 100 steps: about six minutes on two CPU cores, box mAP@0.5 ~0.98.
+max_epochs = 8
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=200),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[10], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[7], gamma=0.1),
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
