@@ -18,11 +18,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['CLASSES', 'PALETTE', 'make_shapes_coco', 'dataset_paths', 'is_valid_dataset']
+__all__ = ['CLASSES', 'make_shapes_coco', 'dataset_paths', 'is_valid_dataset']
 
 CLASSES = ('circle', 'square', 'triangle', 'star')
-# Drawing colours for the visualiser (RGB), one per class.
-PALETTE = [(220, 20, 60), (0, 130, 230), (30, 170, 60), (250, 170, 30)]
 
 SPLITS = ('train', 'val')
 # Objects span this fraction of the image side (their bounding circle's diameter).
