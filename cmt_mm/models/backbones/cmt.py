@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
@@ -238,6 +239,11 @@ class CMT(BaseModule):
         norm_eval (bool): keep BatchNorm layers in eval mode while training. Defaults to False.
         with_cp (bool): recompute each block in the backward pass to save memory.
         drop_path_rate (float): stochastic depth, rising linearly over all blocks to this value.
+        out_norm_cfg (dict, optional): a norm layer applied to each returned map, such as
+            ``dict(type='BN')``. The released model has none (its residual stream is never
+            normalised at the end), which is right for fine-tuning pretrained weights; from
+            scratch the un-normalised outputs grow and destabilise detection heads.
+            Defaults to None.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH)`` loads a released
             CMT checkpoint, a converted classifier checkpoint or a plain backbone state dict
             (``prefix`` optional); other mmengine init configs work as usual.
@@ -268,6 +274,7 @@ class CMT(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  drop_path_rate: float = 0.,
+                 out_norm_cfg: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -304,6 +311,9 @@ class CMT(BaseModule):
                 query_grid=self.pretrain_img_size // 2**(i + 2), key_grid=key_grid,
                 drop_paths=drop_paths[first:first + depth], with_cp=with_cp))
             channels = dims
+        self.out_norms = nn.ModuleDict({
+            str(i): build_norm_layer(out_norm_cfg, self.embed_dims[i])[1] if out_norm_cfg
+            else nn.Identity() for i in self.out_indices})
         self._freeze_stages()
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
@@ -380,12 +390,13 @@ class CMT(BaseModule):
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(self.out_norms[str(i)](x))
         return tuple(outs)
 
     def _freeze_stages(self):
         frozen = [self.stem] if self.frozen_stages >= 0 else []
         frozen += list(self.stages[:max(self.frozen_stages, 0)])
+        frozen += [norm for i, norm in self.out_norms.items() if int(i) < self.frozen_stages]
         for module in frozen:
             module.eval()
             for param in module.parameters():
@@ -405,8 +416,8 @@ class CMT(BaseModule):
 
         The stem and the first patch embedding are layer 0; block j of stage i is
         ``sum(depths[:i]) + j + 1``; a stage's patch embedding and its position bias share the id
-        of the stage's first block; everything outside the backbone (neck, heads) is the last
-        layer, ``sum(depths) + 1``.
+        of the stage's first block; the output norms and everything outside the backbone (neck,
+        heads) are the last layer, ``sum(depths) + 1``.
 
         Returns:
             tuple[int, int]: the layer id and the number of layers.

@@ -102,6 +102,19 @@ def test_frozen_stages(frozen_stages):
         assert all(p.requires_grad for p in module.parameters())
 
 
+def test_out_norms():
+    model = tiny(out_indices=(1, 3), out_norm_cfg=dict(type='BN'), frozen_stages=2).train()
+    assert sorted(model.out_norms) == ['1', '3']
+    assert count(model) == BACKBONE_PARAMS['ti'] + 2 * (TI_DIMS[1] + TI_DIMS[3])
+    assert not model.out_norms['1'].training and model.out_norms['3'].training
+    out = model(torch.randn(2, 3, 64, 64) * 100)[1]
+    # The trainable norm normalises per channel over the batch, whatever the input's scale.
+    assert out.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    torch.testing.assert_close(out.var(dim=(0, 2, 3), unbiased=False),
+                               torch.ones(out.shape[1]), atol=1e-2, rtol=0)
+    assert tiny().state_dict().keys() == CMT('ti').state_dict().keys()
+
+
 def test_norm_eval():
     model = tiny(norm_eval=True)
     model.train()
