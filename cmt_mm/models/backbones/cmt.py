@@ -379,6 +379,12 @@ class CMT(BaseModule):
                 nn.init.zeros_(m.bias)
         for stage in self.stages:
             nn.init.normal_(stage.position_bias)
+            for block in stage.blocks:
+                # The local perception unit is the one residual branch without a norm in front.
+                # The reference's fan-out init (std sqrt(2/9) for a 3x3 depthwise conv) makes it
+                # triple the residual stream's variance in every block: at init CMT-S's third
+                # stage reaches ~3e5, past fp16's range. A small init keeps the stream's scale.
+                trunc_normal_(block.local_perception.weight, std=.02)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:

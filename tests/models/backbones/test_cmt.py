@@ -208,3 +208,16 @@ def test_layer_depth():
     depths = [model.get_layer_depth('backbone.' + name, 'backbone.')[0]
               for name, _ in model.named_parameters() if '.blocks.' in name]
     assert depths == sorted(depths)  # block ids never go down through the network
+
+
+def test_init_from_scratch_keeps_activations_in_fp16_range():
+    # With the reference's fan-out init of the local perception unit the residual stream grew
+    # ~1.7x per block and CMT-S's third stage reached ~3e5 at init (fp16 overflows at 65504).
+    torch.manual_seed(0)
+    model = CMT('s')
+    model.init_weights()
+    x = torch.randn(2, 3, 96, 96) * 2
+    with torch.autocast('cpu', dtype=torch.float16):
+        outs = model.train()(x)
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert max(o.abs().max().item() for o in outs) < 1e3
