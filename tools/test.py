@@ -14,7 +14,8 @@ import sys
 # The helpers live in train.py, next to this file (sys.path[0] when run as a script).
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train import (UserError, add_common_args, apply_common_args,  # noqa: E402
-                   build_runner, is_detection, load_config, require_file, run_cli)
+                   build_runner, check_data, is_detection, load_config, require_file,
+                   run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +60,7 @@ def main(argv=None) -> None:
     if args.show_dir is not None:
         enable_visualization(cfg, args.show_dir)
 
+    check_data(cfg, ['test'])
     runner = build_runner(cfg)
     if args.out is not None:
         # A metric that only dumps predictions; mmdet's variant converts det samples.

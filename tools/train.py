@@ -6,8 +6,9 @@
 
 Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/slurm_train.sh``.
 
-Mistakes in the command line (missing files, unknown ``--cfg-options`` keys, ...) end with
-a one-line message and exit status 2. ``tools/test.py`` reuses the helpers of this file.
+Mistakes in the command line (missing files, unknown ``--cfg-options`` keys, a dataset or
+pretrained checkpoint that is not where the config says, ...) end with a one-line message and
+exit status 2. ``tools/test.py`` reuses the helpers of this file.
 """
 import argparse
 import difflib
@@ -154,6 +155,19 @@ def check_cfg_options(cfg, options: dict) -> None:
             walked.append(part)
 
 
+def check_data(cfg, phases) -> None:
+    """Name a missing dataset path in one line, before the datasets are built.
+
+    Args:
+        phases: Which ``<phase>_dataloader``/``<phase>_evaluator`` the command uses.
+    """
+    from cmt_mm.utils.dataset_check import DatasetNotFoundError, check_data_exists
+    try:
+        check_data_exists(cfg, phases)
+    except DatasetNotFoundError as err:
+        raise UserError(str(err)) from None
+
+
 def apply_common_args(cfg, args, config_path: str) -> None:
     """--work-dir and --launcher, the same way for train and test."""
     # Priority: --work-dir, then the config's work_dir, then work_dirs/<config name>.
@@ -230,6 +244,29 @@ def enable_amp(cfg, dtype: str = 'float16') -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def check_pretrained_checkpoints(cfg) -> None:
+    """Missing ``init_cfg`` checkpoints fail now, not inside ``runner.train()``.
+
+    mmengine loads them after building the datasets and the model, and its traceback
+    neither names the config key nor says how to get the file.
+    """
+    from cmt_mm.utils.checkpoint import missing_pretrained_checkpoints
+    for key, path, module_type in missing_pretrained_checkpoints(cfg.get('model')):
+        init_key = key[:-len('.checkpoint')]
+        fixes = [f'point the config at it with --cfg-options {key}=PATH',
+                 f'train from scratch with --cfg-options {init_key}=None']
+        if module_type.split('.')[-1] == 'CMT':
+            fixes.insert(0, "convert the authors' ImageNet checkpoint with python "
+                         f'tools/model_converters/cmt_to_mm.py RELEASED.pth {path}')
+        raise UserError(f'pretrained checkpoint not found: {path} (set by {key}); '
+                        + ', or '.join(fixes))
+
+
+def uses_validation(cfg) -> bool:
+    """The Runner builds a validation loop only when val_dataloader and val_cfg are set."""
+    return cfg.get('val_dataloader') is not None and cfg.get('val_cfg') is not None
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     require_file(args.config, 'config file')
@@ -256,6 +293,8 @@ def main(argv=None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_data(cfg, ['train', 'val'] if uses_validation(cfg) else ['train'])
+    check_pretrained_checkpoints(cfg)
     build_runner(cfg).train()
 
 

@@ -1,5 +1,6 @@
 """Helpers: checkpoint loading and conversion (``checkpoint``), complexity counting
-(``complexity``), environment checks (``compat``) and the demo's data (``synthetic_coco``).
+(``complexity``), environment checks (``compat``), checks that a config's data exists
+(``dataset_check``) and the demo's data (``synthetic_coco``).
 
 Import the submodules directly; this package imports nothing heavy on its own.
 """

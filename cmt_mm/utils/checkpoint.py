@@ -166,6 +166,46 @@ def match_backbone_weights(backbone: nn.Module, weights: Dict[str, torch.Tensor]
     return missing, unexpected
 
 
+def missing_pretrained_checkpoints(cfg, key: str = 'model') -> List[Tuple[str, str, str]]:
+    """Local files named by ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that are missing.
+
+    mmengine reads them only in ``runner.train()``, after the datasets and the model were built;
+    looking at the config first lets a tool fail at once with the config key to change.
+
+    Args:
+        cfg: A model config (dicts and lists nested in any way).
+        key: The config key of ``cfg``, used to name where each checkpoint is set.
+
+    Returns:
+        ``(config key of the checkpoint, path, type of the module it initialises)`` for each
+        missing file; URLs (``scheme://``) are left to mmengine's loaders.
+    """
+    missing = []
+    if isinstance(cfg, dict):
+        for init_key, init_cfg in _init_cfgs(cfg.get('init_cfg'), f'{key}.init_cfg'):
+            path = init_cfg.get('checkpoint')
+            if (init_cfg.get('type') == 'Pretrained' and isinstance(path, str)
+                    and '://' not in path and not osp.isfile(path)):
+                missing.append((f'{init_key}.checkpoint', path, str(cfg.get('type', ''))))
+        children = ((f'{key}.{k}', v) for k, v in cfg.items() if k != 'init_cfg')
+    elif isinstance(cfg, (list, tuple)):
+        children = ((f'{key}.{i}', v) for i, v in enumerate(cfg))
+    else:
+        return missing
+    for child_key, child in children:
+        missing += missing_pretrained_checkpoints(child, child_key)
+    return missing
+
+
+def _init_cfgs(init_cfg, key: str) -> List[Tuple[str, dict]]:
+    """An ``init_cfg`` is one dict or a list of them."""
+    if isinstance(init_cfg, dict):
+        return [(key, init_cfg)]
+    if isinstance(init_cfg, (list, tuple)):
+        return [(f'{key}.{i}', c) for i, c in enumerate(init_cfg) if isinstance(c, dict)]
+    return []
+
+
 def load_backbone_weights(backbone: nn.Module, filename: str, prefix: Optional[str] = None,
                           map_location: str = 'cpu') -> None:
     """Initialise a CMT backbone from a released, converted or plain backbone checkpoint.

@@ -11,7 +11,8 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
 from cmt_mm.models import CMT
-from cmt_mm.utils.checkpoint import CheckpointError, convert_released_cmt, load_backbone_weights
+from cmt_mm.utils.checkpoint import (CheckpointError, convert_released_cmt, load_backbone_weights,
+                                     missing_pretrained_checkpoints)
 from reference.cmt_released import build_released_cmt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -162,3 +163,30 @@ def test_a_file_of_another_model_is_an_error(tmp_path):
 def test_a_missing_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(CheckpointError, match='nope.pth.*does not exist'):
         load_backbone_weights(CMT('ti'), str(tmp_path / 'nope.pth'))
+
+
+def test_missing_pretrained_checkpoints_of_a_detection_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the shipped checkpoints/cmt-ti_in1k.pth is relative
+    cfg = Config.fromfile(str(REPO / 'configs/mask_rcnn_cmt_ti_1x_coco.py'),
+                          import_custom_modules=False)
+    assert missing_pretrained_checkpoints(cfg.model) == [
+        ('model.backbone.init_cfg.checkpoint', 'checkpoints/cmt-ti_in1k.pth', 'cmt_mm.CMT')]
+
+    (tmp_path / 'checkpoints').mkdir()
+    (tmp_path / 'checkpoints' / 'cmt-ti_in1k.pth').write_bytes(b'')
+    assert missing_pretrained_checkpoints(cfg.model) == []
+
+
+def test_missing_pretrained_checkpoints_anywhere_in_a_model(tmp_path):
+    present = tmp_path / 'present.pth'
+    present.write_bytes(b'')
+    model = dict(
+        type='Detector',
+        backbone=dict(type='ResNet',
+                      init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+        neck=[dict(type='FPN', init_cfg=[
+            dict(type='Xavier', layer='Conv2d'),
+            dict(type='Pretrained', checkpoint=str(tmp_path / 'neck.pth'))])],
+        head=dict(type='Head', init_cfg=dict(type='Pretrained', checkpoint=str(present))))
+    assert missing_pretrained_checkpoints(model) == [
+        ('model.neck.0.init_cfg.1.checkpoint', str(tmp_path / 'neck.pth'), 'FPN')]
