@@ -8,6 +8,7 @@ wrappers such as ``RepeatDataset`` or ``ConcatDataset`` too), resolved against
 ``data_root`` as mmengine's ``BaseDataset`` does, and the ``ann_file`` of the phase's
 evaluators.
 """
+import inspect
 import os
 import os.path as osp
 import re
@@ -96,7 +97,6 @@ def _derives_from(cls: Optional[type], qualified_name: str) -> bool:
 
 def _downloads_itself(dataset_cfg: dict, cls: Optional[type]) -> bool:
     """mmpretrain's CIFAR, MNIST, ... fetch missing data when ``download`` is true."""
-    import inspect
     if 'download' in dataset_cfg:
         return bool(dataset_cfg['download'])
     if cls is None:
@@ -125,10 +125,10 @@ def _layout(dataset_cfg: dict, cls: Optional[type]) -> str:
     if _derives_from(cls, 'mmdet.datasets.coco.CocoDataset'):
         ann_file = _under_root(paths.get('ann_file', '<ann_file>'), data_root)
         images = _under_root(paths.get('data_prefix.img', data_root or '<images>'), data_root)
-        return (f'a {cls.__name__} expects the COCO layout: {ann_file} (COCO-format '
+        return (f'{cls.__name__} expects the COCO layout: {ann_file} (COCO-format '
                 f'annotations) and {osp.join(images, "*.jpg")}')
     if _derives_from(cls, 'mmpretrain.datasets.custom.CustomDataset'):
-        return (f'a {cls.__name__} reads images from one folder per class '
+        return (f'{cls.__name__} reads images from one folder per class '
                 '(<data_root>/<data_prefix>/<class>/<image>) or those listed in an ann_file '
                 "with one '<image path> <label>' per line")
     return ''
