@@ -1,11 +1,12 @@
-"""The transfer datasets, read by mmpretrain's loaders from fixtures in their release formats.
+"""The datasets of the classification configs, read by mmpretrain from fixtures in their formats.
 
-Each test writes a few samples in the dataset's own on-disk layout, points the shipped transfer
-config at them through its data-root environment variable, builds the training and test sets
-from the config's settings and checks the number of samples, the labels (0-based, in the
-release's class numbering) and one sample of each split through the config's pipeline; the test
-sample also goes through the config's data preprocessor, where a red image must arrive red
-(channel 0), whatever channel order the dataset decodes to.
+Each test writes a few samples in the dataset's own on-disk layout (the transfer datasets' release
+formats, ImageNet-100's class folders), points the shipped config at them through its data-root
+environment variable, builds the training and test sets from the config's settings and checks
+the number of samples, the labels (0-based, in the release's class numbering) and one sample of
+each split through the config's pipeline; the test sample also goes through the config's data
+preprocessor, where a red image must arrive red (channel 0), whatever channel order the dataset
+decodes to.
 """
 import pickle
 from pathlib import Path
@@ -21,7 +22,7 @@ from mmpretrain.registry import DATASETS
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-TRANSFER_CONFIGS = REPO / 'configs' / 'cmt_transfer'
+CONFIGS = REPO / 'configs'
 SIZE = 224  # every transfer config fine-tunes and tests at 224 x 224
 RED = (255, 0, 0)
 
@@ -56,7 +57,7 @@ def mat_struct_array(records: list) -> np.ndarray:
 def build_splits(config_name: str, env_var: str, root: Path, monkeypatch):
     """The shipped config with its data root taken from ``env_var``, and its train/test sets."""
     monkeypatch.setenv(env_var, f'{root}/')
-    cfg = Config.fromfile(TRANSFER_CONFIGS / config_name)
+    cfg = Config.fromfile(CONFIGS / config_name)
     init_default_scope('mmpretrain')
     train_set = DATASETS.build(cfg.train_dataloader.dataset)
     test_set = DATASETS.build(cfg.test_dataloader.dataset)
@@ -139,8 +140,8 @@ def test_cifar10(tmp_path, monkeypatch):
     train_labels, test_labels = [0, 9, 3, 3, 5, 1, 8], [9, 0, 4]
     write_cifar10(tmp_path, train_labels, test_labels)
     without_md5(monkeypatch, CIFAR10)
-    cfg, train_set, test_set = build_splits('cmt-s_8xb64_cifar10.py', 'CIFAR10_ROOT', tmp_path,
-                                            monkeypatch)
+    cfg, train_set, test_set = build_splits(
+        'cmt_transfer/cmt-s_8xb64_cifar10.py', 'CIFAR10_ROOT', tmp_path, monkeypatch)
     check_splits(cfg, train_set, test_set, 10, train_labels, test_labels)
 
 
@@ -149,7 +150,7 @@ def test_cifar10_is_not_downloaded(tmp_path, monkeypatch):
     telling how to get the data, not a silent download."""
     write_cifar10(tmp_path, [0] * 5, [0])
     with pytest.raises(RuntimeError, match='Cannot find CIFAR10 dataset.*download=True'):
-        build_splits('cmt-s_8xb64_cifar10.py', 'CIFAR10_ROOT', tmp_path, monkeypatch)
+        build_splits('cmt_transfer/cmt-s_8xb64_cifar10.py', 'CIFAR10_ROOT', tmp_path, monkeypatch)
 
 
 def test_cifar100(tmp_path, monkeypatch):
@@ -166,8 +167,8 @@ def test_cifar100(tmp_path, monkeypatch):
         'fine_label_names': list(CIFAR100.METAINFO['classes']),
         'coarse_label_names': [f'superclass_{i}' for i in range(20)]})
     without_md5(monkeypatch, CIFAR100)
-    cfg, train_set, test_set = build_splits('cmt-s_8xb64_cifar100.py', 'CIFAR100_ROOT',
-                                            tmp_path, monkeypatch)
+    cfg, train_set, test_set = build_splits(
+        'cmt_transfer/cmt-s_8xb64_cifar100.py', 'CIFAR100_ROOT', tmp_path, monkeypatch)
     check_splits(cfg, train_set, test_set, 100, train_labels, test_labels)
 
 
@@ -188,8 +189,8 @@ def test_flowers102(tmp_path, monkeypatch):
     savemat(tmp_path / 'imagelabels.mat', {'labels': np.array([labels], dtype=np.uint8)})
     savemat(tmp_path / 'setid.mat',
             {name: np.array([ids], dtype=np.uint16) for name, ids in split_ids.items()})
-    cfg, train_set, test_set = build_splits('cmt-s_8xb64_flowers102.py', 'FLOWERS102_ROOT',
-                                            tmp_path, monkeypatch)
+    cfg, train_set, test_set = build_splits(
+        'cmt_transfer/cmt-s_8xb64_flowers102.py', 'FLOWERS102_ROOT', tmp_path, monkeypatch)
     check_splits(cfg, train_set, test_set, 102, train_labels=[101, 2, 49, 0],
                  test_labels=[6, 63, 0])
 
@@ -207,8 +208,8 @@ def test_oxford_pets(tmp_path, monkeypatch):
         for i, row in enumerate(rows):
             write_jpeg(tmp_path / 'images' / f'{row[0]}.jpg',
                        color=RED if (split, i) == ('test', 0) else None, seed=row[1])
-    cfg, train_set, test_set = build_splits('cmt-s_8xb64_oxford-pets.py', 'OXFORD_PETS_ROOT',
-                                            tmp_path, monkeypatch)
+    cfg, train_set, test_set = build_splits(
+        'cmt_transfer/cmt-s_8xb64_oxford-pets.py', 'OXFORD_PETS_ROOT', tmp_path, monkeypatch)
     check_splits(cfg, train_set, test_set, 37, train_labels=[0, 36, 1], test_labels=[6, 0])
 
 
@@ -244,8 +245,24 @@ def write_cars_with_devkit(root: Path) -> None:
 @pytest.mark.parametrize('write_layout', [write_cars_in_one_file, write_cars_with_devkit])
 def test_stanford_cars(write_layout, tmp_path, monkeypatch):
     write_layout(tmp_path)
-    cfg, train_set, test_set = build_splits('cmt-s_8xb64_stanford-cars.py', 'STANFORD_CARS_ROOT',
-                                            tmp_path, monkeypatch)
+    cfg, train_set, test_set = build_splits(
+        'cmt_transfer/cmt-s_8xb64_stanford-cars.py', 'STANFORD_CARS_ROOT', tmp_path, monkeypatch)
     check_splits(cfg, train_set, test_set, 196,
                  train_labels=[label - 1 for _, label in CARS_TRAIN],
                  test_labels=[label - 1 for _, label in CARS_TEST])
+
+
+def test_imagenet100(tmp_path, monkeypatch):
+    """train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, 100 folders each (some empty here); the label
+    is the folder's rank."""
+    files = dict(train=[(0, 'a'), (0, 'b'), (42, 'c'), (99, 'd')], val=[(0, 'e'), (99, 'f')])
+    for split, images in files.items():
+        for index in range(100):
+            (tmp_path / split / f'n{index:08d}').mkdir(parents=True)
+        for i, (index, name) in enumerate(images):
+            write_jpeg(tmp_path / split / f'n{index:08d}' / f'{name}.JPEG',
+                       color=RED if (split, i) == ('val', 0) else None, seed=i)
+    cfg, train_set, test_set = build_splits(
+        'cmt/cmt-s_8xb128_in100.py', 'IMAGENET100_ROOT', tmp_path, monkeypatch)
+    check_splits(cfg, train_set, test_set, 100, train_labels=[0, 0, 42, 99],
+                 test_labels=[0, 99])
