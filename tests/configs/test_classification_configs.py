@@ -19,7 +19,6 @@ from mmpretrain.datasets import CIFAR10
 from mmpretrain.registry import MODELS
 from PIL import Image
 
-
 REPO = Path(__file__).resolve().parents[2]
 CIFAR10_JPEGS = REPO.parent / 'shared' / 'data' / 'cifar10' / 'cifar10-jpg.tar.gz'
 TIMEOUT = 300
@@ -148,10 +147,10 @@ def test_imagenet_config_follows_the_released_recipe(variant):
 
 
 @pytest.fixture(scope='module')
-def converted_cmt_s(tmp_path_factory):
-    """A CMT-S ImageNet classifier in the format of tools/model_converters/cmt_to_mm.py, with
-    this project's random initialisation (a random released model's activations blow up into
-    denormals, which makes a training step on CPU a hundred times slower)."""
+def pretrained_cmt_s(tmp_path_factory):
+    """A CMT-S ImageNet classifier checkpoint in the format tools/model_converters/cmt_to_mm.py
+    writes, with this project's random initialisation (with the released model's, activations
+    degenerate into denormal floats and a CPU training step is tens of times slower)."""
     torch.manual_seed(0)
     init_default_scope('mmpretrain')
     classifier = MODELS.build(load_config('cmt/cmt-s_8xb128_in1k.py').model)
@@ -161,15 +160,15 @@ def converted_cmt_s(tmp_path_factory):
     return path
 
 
-def test_transfer_config_starts_from_the_classifier_but_its_fc(converted_cmt_s):
+def test_transfer_config_starts_from_the_classifier_but_its_fc(pretrained_cmt_s):
     cfg = load_config('cmt_transfer/cmt-s_8xb64_cifar100.py')
-    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(converted_cmt_s),
-                         'model.head.init_cfg.1.checkpoint': str(converted_cmt_s)})
+    cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(pretrained_cmt_s),
+                         'model.head.init_cfg.1.checkpoint': str(pretrained_cmt_s)})
     init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
     model.init_weights()
 
-    pretrained = torch.load(converted_cmt_s)['state_dict']
+    pretrained = torch.load(pretrained_cmt_s)['state_dict']
     loaded = model.state_dict()
     fc_keys = {'head.fc.weight', 'head.fc.bias'}
     assert set(loaded) == set(pretrained)
@@ -239,7 +238,7 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-def test_cifar10_transfer_trains_and_evaluates_through_tools_train(converted_cmt_s, tmp_path):
+def test_cifar10_transfer_trains_and_evaluates_through_tools_train(pretrained_cmt_s, tmp_path):
     """One iteration on 5 real CIFAR-10 training images (of 5 classes), then validation on 5
     test images, with the shipped config at 64 x 64 instead of 224 x 224 to be quick on CPU
     (the pretrained position biases are resized to fit)."""
@@ -250,8 +249,8 @@ def test_cifar10_transfer_trains_and_evaluates_through_tools_train(converted_cmt
         [sys.executable, '-c', TRAIN_WITHOUT_CIFAR_MD5,
          str(REPO / 'configs/cmt_transfer/cmt-s_8xb64_cifar10.py'), '--work-dir', str(work_dir),
          '--cfg-options',
-         f'model.backbone.init_cfg.checkpoint={converted_cmt_s}',
-         f'model.head.init_cfg.1.checkpoint={converted_cmt_s}',
+         f'model.backbone.init_cfg.checkpoint={pretrained_cmt_s}',
+         f'model.head.init_cfg.1.checkpoint={pretrained_cmt_s}',
          'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'randomness.seed=0',
          'default_hooks.checkpoint=None',
          'train_dataloader.dataset.pipeline.0.scale=64',  # RandomResizedCrop
@@ -262,7 +261,7 @@ def test_cifar10_transfer_trains_and_evaluates_through_tools_train(converted_cmt
         capture_output=True, text=True, timeout=TIMEOUT)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert f'backbone tensors from {converted_cmt_s}' in output
+    assert f'backbone tensors from {pretrained_cmt_s}' in output
 
     (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
     records = [json.loads(line) for line in scalars.read_text().splitlines()]
