@@ -7,6 +7,8 @@ _base_ = ['./transfer_bs64_224.py']
 data_root = '{{$CIFAR10_ROOT:data/cifar10/}}'
 
 # The images come decoded, in RGB order: no file to load, no channel swap, and RGB fill colours.
+# RandomResizedCrop crops the 32 x 32 image and upsamples the crop, as the released code does for
+# CIFAR at 224.
 data_preprocessor = dict(num_classes=10, to_rgb=False)
 train_pipeline = _base_.train_pipeline[1:]
 train_pipeline[2]['hparams']['pad_val'] = [round(x) for x in _base_.bgr_mean[::-1]]  # RandAugment
