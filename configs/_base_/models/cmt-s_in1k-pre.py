@@ -2,7 +2,8 @@
 # writes checkpoints/cmt-s_in1k.pth): the backbone and the head's 1x1 conv and BatchNorm (the
 # 1280-channel features the ImageNet classifier was trained on) load from it; only the final
 # Linear starts afresh, with its own number of classes (mmengine's log notes the fc weights it
-# skipped for their shape). Another checkpoint, for both:
+# skipped for their shape). Another converted checkpoint (the head needs the converter's key
+# names; the backbone also reads the authors' original file), for both:
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH model.head.init_cfg.1.checkpoint=PATH
 _base_ = ['./cmt-s_in1k.py']
 
