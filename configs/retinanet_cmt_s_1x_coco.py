@@ -20,4 +20,6 @@ model = dict(
         # batches of 2 per GPU are too small to estimate BatchNorm statistics
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/cmt-s_in1k.pth')),
-    neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5))
+    neck=dict(in_channels=[128, 256, 512], start_level=0, num_outs=5),
+    # fp16 (--amp) overflows mmcv's focal loss kernel; float32 is the same loss otherwise
+    bbox_head=dict(loss_cls=dict(type='cmt_mm.Float32FocalLoss')))
