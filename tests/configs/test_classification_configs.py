@@ -35,6 +35,8 @@ CLASSIFICATION_CONFIGS = {
     'cmt_transfer/cmt-s_8xb64_flowers102.py': 102,
     'cmt_transfer/cmt-s_8xb64_oxford-pets.py': 37,
     'cmt_transfer/cmt-s_8xb64_stanford-cars.py': 196,
+    'cifar10_scratch/cmt-s_1xb256_cifar10-64px.py': 10,
+    'cifar10_scratch/vit-s-p8_1xb256_cifar10-64px.py': 10,
 }
 TRANSFER_CONFIGS = [name for name in CLASSIFICATION_CONFIGS if name.startswith('cmt_transfer/')]
 PRETRAINED = 'checkpoints/cmt-s_in1k.pth'
@@ -46,7 +48,7 @@ def load_config(name: str) -> Config:
 
 def test_every_classification_config_is_listed():
     shipped = {str(path.relative_to(REPO / 'configs'))
-               for folder in ('cmt', 'cmt_transfer')
+               for folder in ('cmt', 'cmt_transfer', 'cifar10_scratch')
                for path in (REPO / 'configs' / folder).glob('*.py')}
     assert shipped == set(CLASSIFICATION_CONFIGS)
 
@@ -262,6 +264,38 @@ def test_cifar10_transfer_trains_and_evaluates_through_tools_train(pretrained_cm
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert f'backbone tensors from {pretrained_cmt_s}' in output
+
+    (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    losses = [r['loss'] for r in records if 'loss' in r]
+    accuracies = [r['accuracy/top1'] for r in records if 'accuracy/top1' in r]
+    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
+    assert len(accuracies) == 1 and 0 <= accuracies[0] <= 100
+
+
+@pytest.mark.parametrize('name', [name for name in CLASSIFICATION_CONFIGS
+                                  if name.startswith('cifar10_scratch/')])
+def test_cifar10_scratch_trains_and_evaluates_through_tools_train(name, tmp_path):
+    """One iteration on 5 real CIFAR-10 training JPEGs (of 5 classes) in the class-folder layout
+    the config reads, then validation on 5 test JPEGs, with the shipped config (64 x 64)."""
+    images = extract_cifar10_jpegs(['bird', 'frog', 'dog', 'automobile', 'airplane'])
+    root = tmp_path / 'cifar10-jpg'
+    for split, samples in images.items():
+        for i, (pixels, class_name) in enumerate(samples):
+            (root / split / class_name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / split / class_name / f'{i}.jpg', quality=95)
+    work_dir = tmp_path / 'work'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'train.py'), str(REPO / 'configs' / name),
+         '--work-dir', str(work_dir), '--cfg-options',
+         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'randomness.seed=0',
+         'default_hooks.checkpoint=None',
+         *(f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader')
+           for key in ('batch_size=5', 'num_workers=0', 'persistent_workers=False'))],
+        env={**os.environ, 'CIFAR10_JPG_ROOT': f'{root}/'},
+        capture_output=True, text=True, timeout=TIMEOUT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
 
     (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
     records = [json.loads(line) for line in scalars.read_text().splitlines()]

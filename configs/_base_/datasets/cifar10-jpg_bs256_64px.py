@@ -1,0 +1,49 @@
+# CIFAR-10 for training from scratch, read from JPEG class folders:
+#   $CIFAR10_JPG_ROOT/{train,test}/<class>/*.jpg   (default data/cifar10-jpg/;
+#   ../shared/data/cifar10/cifar10-jpg.tar.gz unpacks to this layout)
+# 50,000 training and 10,000 test images. The 32x32 images are upsampled to 64x64 after the
+# standard CIFAR augmentation (reflect-pad by 4 and crop 32x32, horizontal flip): CMT's first
+# stage has stride 4, so at 32x32 it would see an 8x8 map and the last stage a single pixel.
+data_root = '{{$CIFAR10_JPG_ROOT:data/cifar10-jpg/}}'
+dataset_type = 'CustomDataset'
+
+data_preprocessor = dict(
+    num_classes=10,
+    # CIFAR-10's RGB mean and std; LoadImageFromFile decodes to BGR
+    mean=[125.307, 122.961, 113.8575],
+    std=[51.5865, 50.847, 51.255],
+    to_rgb=True)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomCrop', crop_size=32, padding=4, padding_mode='reflect'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=256,
+    num_workers=12,
+    persistent_workers=True,
+    pin_memory=True,
+    dataset=dict(
+        type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True))
+val_dataloader = dict(
+    batch_size=500,
+    num_workers=12,
+    persistent_workers=True,
+    pin_memory=True,
+    dataset=dict(
+        type=dataset_type, data_root=data_root, data_prefix='test', pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False))
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator
