@@ -5,7 +5,7 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     './_base_/datasets/coco_detection.py',
     './_base_/schedules/detection_adamw_1x.py',
-    'mmdet::_base_/default_runtime.py',
+    './_base_/default_runtime_mmdet.py',
 ]
 custom_imports = dict(imports=['cmt_mm.models', 'cmt_mm.engine'], allow_failed_imports=False)
 

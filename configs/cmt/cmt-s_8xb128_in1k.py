@@ -4,5 +4,5 @@ _base_ = [
     '../_base_/models/cmt-s_in1k.py',
     '../_base_/datasets/imagenet_bs128_cmt-224.py',
     '../_base_/schedules/imagenet_cmt_300e.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmpretrain.py',
 ]

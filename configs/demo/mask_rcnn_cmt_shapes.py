@@ -5,7 +5,7 @@
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     '../_base_/datasets/coco_instance.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmdet.py',
 ]
 custom_imports = dict(imports=['cmt_mm.models'], allow_failed_imports=False)
 

@@ -5,8 +5,17 @@ _base_ = 'mmdet::_base_/datasets/coco_instance.py'
 
 data_root = '{{$COCO_ROOT:data/coco/}}'
 
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
+# cmt_mm's image loader: any image mode, bit depth and EXIF orientation becomes the upright
+# 3-channel image; a file that cannot be read is skipped in training and scored as a black image
+# in evaluation, with a warning naming it. Images under 32 px are trained on too (mmdet drops
+# them): Resize scales them up, and padding to multiples of 32 meets CMT's minimum.
+train_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile')] + _base_.train_pipeline[1:]
+test_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black')
+                 ] + _base_.test_pipeline[1:]
+
+train_dataloader = dict(
+    dataset=dict(data_root=data_root, filter_cfg=dict(min_size=0), pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

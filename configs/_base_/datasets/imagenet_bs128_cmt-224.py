@@ -10,10 +10,18 @@ _base_ = 'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py'
 
 data_root = '{{$IMAGENET_ROOT:data/imagenet/}}'
 
+# cmt_mm's image loader: any image mode, bit depth and EXIF orientation becomes the upright
+# 3-channel image; a file that cannot be read is skipped in training and scored as a black image
+# in evaluation, with a warning naming it.
+train_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile')] + _base_.train_pipeline[1:]
+test_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black')
+                 ] + _base_.test_pipeline[1:]
+
 train_dataloader = dict(
     batch_size=128,
     num_workers=8,
-    dataset=dict(data_root=data_root),
+    dataset=dict(data_root=data_root, pipeline=train_pipeline),
     sampler=dict(type='RepeatAugSampler', shuffle=True))
-val_dataloader = dict(batch_size=128, num_workers=8, dataset=dict(data_root=data_root))
+val_dataloader = dict(
+    batch_size=128, num_workers=8, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader

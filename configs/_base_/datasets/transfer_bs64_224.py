@@ -13,8 +13,11 @@ data_preprocessor = dict(
 bgr_mean = data_preprocessor['mean'][::-1]
 bgr_std = data_preprocessor['std'][::-1]
 
+# cmt_mm's image loader: any image mode, bit depth and EXIF orientation becomes the upright
+# 3-channel image; a file that cannot be read is skipped in training and scored as a black image
+# in evaluation, with a warning naming it.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='cmt_mm.SafeLoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(
@@ -37,7 +40,7 @@ train_pipeline = [
 ]
 
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black'),
     dict(type='Resize', scale=(224, 224), backend='pillow', interpolation='bicubic'),
     dict(type='PackInputs'),
 ]

@@ -3,9 +3,9 @@
 # other 1-D parameters), 5 linear warm-up epochs, cosine to 1e-6 at epoch 100; validation and a
 # checkpoint (the last two kept) every 10 epochs. Float32: add --amp on GPUs.
 # The lr is for 8 GPUs x 64 images; --auto-scale-lr rescales it to the real batch.
-# mmpretrain's runtime comes in here because its checkpoint hook is changed here (two bases of one
-# config may not set the same key).
-_base_ = ['mmpretrain::_base_/default_runtime.py']
+# The runtime (mmpretrain's, with cmt_mm's safeguards) comes in here because its checkpoint hook is
+# changed here (two bases of one config may not set the same key).
+_base_ = ['../default_runtime_mmpretrain.py']
 
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),

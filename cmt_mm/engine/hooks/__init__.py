@@ -1,0 +1,8 @@
+from .checkpoint_hook import AtomicCheckpointHook, atomic_write
+from .iteration_seed_hook import IterationSeedHook
+from .non_finite_loss_hook import NonFiniteLossHook, TrainingDivergedError
+
+__all__ = [
+    'AtomicCheckpointHook', 'IterationSeedHook', 'NonFiniteLossHook', 'TrainingDivergedError',
+    'atomic_write'
+]

@@ -1,0 +1,8 @@
+# mmpretrain's runtime with cmt_mm's safeguards for long runs: atomic checkpoints, a clear stop
+# on a non-finite loss, per-iteration seeding; see default_runtime_mmdet.py.
+_base_ = 'mmpretrain::_base_/default_runtime.py'
+
+default_hooks = dict(
+    checkpoint=dict(type='cmt_mm.AtomicCheckpointHook'),
+    non_finite_loss=dict(type='cmt_mm.NonFiniteLossHook'),
+    iteration_seed=dict(type='cmt_mm.IterationSeedHook'))
