@@ -5,7 +5,7 @@ _base_ = [
     '../_base_/models/cmt-s_in1k.py',
     '../_base_/datasets/cifar10-jpg_bs256_64px.py',
     '../_base_/schedules/cifar10_scratch_adamw.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 model = dict(

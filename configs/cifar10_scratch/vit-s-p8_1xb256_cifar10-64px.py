@@ -6,7 +6,7 @@ _base_ = [
     'mmpretrain::_base_/models/vit-base-p16.py',
     '../_base_/datasets/cifar10-jpg_bs256_64px.py',
     '../_base_/schedules/cifar10_scratch_adamw.py',
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 model = dict(

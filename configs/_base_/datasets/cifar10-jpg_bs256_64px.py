@@ -14,15 +14,16 @@ data_preprocessor = dict(
     std=[51.5865, 50.847, 51.255],
     to_rgb=True)
 
+# cmt_mm's image loader skips (training) or blacks out (testing) an unreadable file, with a warning.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='cmt_mm.SafeLoadImageFromFile'),
     dict(type='RandomCrop', crop_size=32, padding=4, padding_mode='reflect'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black'),
     dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
