@@ -49,3 +49,16 @@ def resize_position_bias(bias: torch.Tensor,
     if key_grid != key_hw:
         bias = _resize_last_grid(bias, key_grid, key_hw)
     return bias
+
+
+def bias_in_dtype(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``bias`` cast to ``dtype`` (autocast's, say) for adding to the logits of a softmax.
+
+    A softmax ignores a constant added to each row, so when the cast changes the dtype each row
+    is first shifted to have its maximum at 0: a bias beyond float16's range cannot become inf
+    (and the attention NaN), and the largest entries, which the softmax weights most, keep the
+    most precision. The shift is detached: its gradient sums to nothing through the softmax.
+    """
+    if bias.dtype == dtype:
+        return bias
+    return (bias - bias.amax(-1, keepdim=True).detach()).to(dtype)
