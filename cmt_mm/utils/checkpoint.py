@@ -7,8 +7,8 @@ The released classifier checkpoints hold their weights under ``model`` with keys
 import os.path as osp
 import pickle
 import re
-from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from collections import Counter, OrderedDict
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -94,18 +94,58 @@ def convert_released_cmt(state_dict: Dict[str, torch.Tensor]) -> 'OrderedDict[st
     return converted
 
 
+# What a file that torch cannot read is, told by its first bytes.
+_FILE_KINDS = (
+    (b'PK\x03\x04', 'it is a zip archive that is truncated, corrupt or not from torch.save'),
+    (b'\x80', 'it is a pickle but not a PyTorch checkpoint (or a truncated one)'),
+    (b'\xff\xd8\xff', 'it is a JPEG image'),
+    (b'\x89PNG', 'it is a PNG image'),
+    (b'\x1f\x8b', 'it is gzip-compressed'),
+    (b'\x93NUMPY', 'it is a NumPy array file'),
+)
+# What torch.load raises on bytes that are not a checkpoint (its unpickler's errors included).
+_UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError,
+               KeyError, IndexError, TypeError)
+
+
+def _describe_unreadable(filename: str, err: Exception) -> str:
+    """Why torch could not read ``filename``, in user terms rather than torch's internals."""
+    if '://' in filename:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    with open(filename, 'rb') as f:
+        head = f.read(64)
+    if not head:
+        return 'the file is empty'
+    for magic, kind in _FILE_KINDS:
+        if head.startswith(magic):
+            return kind
+    try:
+        text = head.decode('utf-8')
+    except UnicodeDecodeError:
+        text = ''
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return 'it is a text file'
+    return 'its format is unknown (truncated or corrupt?)'
+
+
 def load_checkpoint_file(filename: str, map_location: str = 'cpu') -> dict:
     """Load a checkpoint file, turning the many ways a file can be wrong into clear errors."""
-    from .compat import allow_mmengine_checkpoints  # our own checkpoints carry mmengine types
+    from .compat import (UntrustedCheckpointError,  # our own checkpoints carry mmengine types
+                         allow_mmengine_checkpoints)
     allow_mmengine_checkpoints()
-    if '://' not in filename and not osp.isfile(filename):
-        raise CheckpointError(f'checkpoint file {filename!r} does not exist; check the path '
-                              '(or override it, e.g. with --cfg-options)')
+    if '://' not in filename:
+        if osp.isdir(filename):
+            raise CheckpointError(f'checkpoint {filename!r} is a directory, not a file')
+        if not osp.isfile(filename):
+            raise CheckpointError(f'checkpoint file {filename!r} does not exist; check the path '
+                                  '(or override it, e.g. with --cfg-options)')
     try:
         checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f'{filename!r} is not a readable PyTorch checkpoint (truncated, '
-                              f'corrupt or another format): {err}') from err
+    except UntrustedCheckpointError:
+        raise  # says itself what it refused and why
+    except _UNREADABLE as err:
+        raise CheckpointError(f'{filename!r} is not a readable PyTorch checkpoint: '
+                              f'{_describe_unreadable(filename, err)}') from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{filename!r} holds a {type(checkpoint).__name__}, not a '
                               'checkpoint dict of weights')
@@ -126,44 +166,181 @@ def weights_of(checkpoint: dict, filename: str = '<checkpoint>') -> Dict[str, to
     return weights
 
 
-def _describe(keys: List[str], limit: int = 10) -> str:
+class WeightMatch(NamedTuple):
+    """How the tensors of a checkpoint line up with the ``state_dict`` of a model."""
+    missing: List[str]  # the model's keys that the checkpoint lacks
+    mismatched: List[str]  # keys in both, with shapes that cannot be loaded
+    unexpected: List[str]  # the checkpoint's keys that the model lacks
+
+
+def match_weights(own: Dict[str, torch.Tensor], shapes: Dict[str, torch.Size]) -> WeightMatch:
+    """Compare a model's state dict with the tensor shapes of a checkpoint.
+
+    Position biases of another pretraining resolution count as matching: CMT resizes them on
+    loading.
+    """
+
+    def fits(key: str) -> bool:
+        saved, model = tuple(shapes[key]), tuple(own[key].shape)
+        resizable = key.endswith('position_bias') and len(saved) == 3 and saved[0] == model[0]
+        return saved == model or resizable
+
+    return WeightMatch(
+        missing=[k for k in own if k not in shapes],
+        mismatched=[k for k in shapes if k in own and not fits(k)],
+        unexpected=[k for k in shapes if k not in own])
+
+
+def _describe(keys: List[str], limit: int = 5) -> str:
     more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
     return ', '.join(keys[:limit]) + more
+
+
+def _by_module(keys: List[str], all_keys) -> str:
+    """How many tensors of each top-level module ``keys`` holds, e.g. 'neck 16/16, head 2/4'."""
+    totals = Counter(k.split('.', 1)[0] for k in all_keys)
+    counts = Counter(k.split('.', 1)[0] for k in keys)
+    return ', '.join(f'{module} {n}/{totals[module]}' for module, n in counts.items())
+
+
+def _mismatch_report(match: WeightMatch, own: Dict[str, torch.Tensor],
+                     shapes: Dict[str, torch.Size]) -> List[str]:
+    report = []
+    if match.mismatched:
+        report.append(f'shape mismatches ({len(match.mismatched)}): ' + _describe([
+            f'{k}: checkpoint {tuple(shapes[k])} vs model {tuple(own[k].shape)}'
+            for k in match.mismatched]))
+    if match.missing:
+        report.append(f'missing ({len(match.missing)}; {_by_module(match.missing, own)}): '
+                      f'{_describe(match.missing)}')
+    if match.unexpected:
+        report.append(f'unexpected ({len(match.unexpected)}; '
+                      f'{_by_module(match.unexpected, shapes)}): {_describe(match.unexpected)}')
+    return report
+
+
+def _cmt_arch_hint(backbone: Optional[nn.Module], shapes: Dict[str, torch.Size],
+                   prefix: str = '') -> Optional[str]:
+    """Name the CMT variant of the checkpoint when it is not the backbone's."""
+    arch_zoo = getattr(backbone, 'arch_zoo', None)
+    saved = [shapes.get(f'{prefix}stages.{i}.patch_embed.projection.weight') for i in range(4)]
+    if not arch_zoo or None in saved:
+        return None
+    widths = [shape[0] for shape in saved]
+    if widths == list(backbone.embed_dims):
+        return None
+    arch = next((f"CMT arch '{name}'" for name, setting in arch_zoo.items()
+                 if list(setting['embed_dims']) == widths), 'a custom CMT arch')
+    return (f'the checkpoint holds {arch} (embed_dims {widths}) and the model has embed_dims '
+            f'{list(backbone.embed_dims)}: set the same arch, or use a checkpoint of this one')
 
 
 def match_backbone_weights(backbone: nn.Module, weights: Dict[str, torch.Tensor],
                            filename: str, min_matched: float = 0.9) -> Tuple[List[str], List[str]]:
     """Check that ``weights`` fit ``backbone``; returns (missing, unexpected) keys.
 
-    Position biases of another pretraining resolution count as matching (they are resized on
-    loading). Raises :class:`CheckpointError` on any other shape mismatch, or when fewer than
-    ``min_matched`` of the backbone's tensors are found: a wrong file must not leave a randomly
-    initialised backbone behind a warning.
+    Raises :class:`CheckpointError` on any shape mismatch (but a resizable position bias), or
+    when fewer than ``min_matched`` of the backbone's tensors are found: a wrong file must not
+    leave a randomly initialised backbone behind a warning.
     """
     own = backbone.state_dict()
-    mismatched = []
-    for key, value in weights.items():
-        if key in own and value.shape != own[key].shape:
-            resizable = key.endswith('position_bias') and value.shape[0] == own[key].shape[0]
-            if not resizable:
-                mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model '
-                                  f'{tuple(own[key].shape)}')
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    matched = len(own) - len(missing) - len(mismatched)
-    if mismatched or matched < min_matched * len(own):
-        lines = [f'{filename!r} does not fit this {type(backbone).__name__} backbone: '
-                 f'{matched} of its {len(own)} tensors matched.']
-        if mismatched:
-            lines.append(f'shape mismatches ({len(mismatched)}): {_describe(mismatched)}')
-        if missing:
-            lines.append(f'missing ({len(missing)}): {_describe(missing)}')
-        if unexpected:
-            lines.append(f'unexpected ({len(unexpected)}): {_describe(unexpected)}')
-        lines.append('Is it a checkpoint of the same variant (arch)? A detector checkpoint '
-                     'belongs in load_from, not in the backbone init_cfg.')
-        raise CheckpointError('\n'.join(lines))
-    return missing, unexpected
+    shapes = {k: v.shape for k, v in weights.items()}
+    match = match_weights(own, shapes)
+    matched = len(own) - len(match.missing) - len(match.mismatched)
+    if match.mismatched or matched < min_matched * len(own):
+        hint = (_cmt_arch_hint(backbone, shapes)
+                or 'is it a checkpoint of the same variant (arch)?')
+        raise CheckpointError('; '.join(
+            [f'{filename!r} does not fit this {type(backbone).__name__} backbone: {matched} '
+             f'of its {len(own)} tensors matched', hint] + _mismatch_report(match, own, shapes)))
+    return match.missing, match.unexpected
+
+
+def check_resumable(checkpoint: dict, filename: str) -> None:
+    """``--resume`` needs the training state that mmengine's ``CheckpointHook`` saves."""
+    meta = checkpoint.get('meta')
+    if not (isinstance(meta, dict) and {'epoch', 'iter'} <= set(meta)
+            and 'message_hub' in checkpoint):
+        raise CheckpointError(
+            f'{filename!r} holds no training state (epoch, iteration, message hub), so there is '
+            'nothing to resume: --resume takes a checkpoint that tools/train.py wrote; to start '
+            f'training from these weights, use --cfg-options load_from={filename}')
+
+
+def read_model_checkpoint(filename: str, resume: bool = False) -> Dict[str, torch.Size]:
+    """Read a whole-model checkpoint as mmengine's Runner will and return its tensor shapes.
+
+    For tools, before they build the Runner: a file that cannot be read, that is in the
+    authors' release format (the Runner would load nothing from it) or, with ``resume``, that
+    has no training state fails at once. :func:`check_model_weights` then compares the shapes
+    with the built model; keeping only the shapes frees the tensors in the meantime.
+    """
+    checkpoint = load_checkpoint_file(filename)
+    if resume:
+        check_resumable(checkpoint, filename)
+    if is_released_cmt(weights_of(checkpoint, filename)):
+        raise CheckpointError(
+            f"{filename!r} is a checkpoint of the authors' CMT code, which mmengine does not "
+            'load into a model: convert it with python tools/model_converters/cmt_to_mm.py '
+            f'{filename} OUT.pth (an mmpretrain classifier), or start a backbone from it with '
+            "init_cfg=dict(type='Pretrained', checkpoint=...)")
+    # As mmengine's _load_checkpoint_to_model and Runner.load_checkpoint read it.
+    state_dict = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint
+    return OrderedDict((re.sub(r'^module\.', '', k), v.shape) for k, v in state_dict.items()
+                       if isinstance(v, torch.Tensor))
+
+
+def check_model_weights(model: nn.Module, shapes: Dict[str, torch.Size], filename: str,
+                        max_unloaded: float = 0.) -> WeightMatch:
+    """Check that a checkpoint fits a whole model, before mmengine's Runner loads it.
+
+    The Runner (``load_from``, ``--resume``, tools/test.py) loads non-strictly: tensors that
+    the file lacks, or holds in another shape, cause a warning and keep their initial, usually
+    random, values.
+
+    Args:
+        model: the model, unwrapped from DDP.
+        shapes: from :func:`read_model_checkpoint`.
+        filename: the checkpoint, for the messages.
+        max_unloaded: the fraction of the model's weights (elements of its state dict) that may
+            be left so, such as a classifier layer re-sized for fine-tuning on other classes.
+
+    Raises:
+        CheckpointError: more than ``max_unloaded`` of the weights would not be loaded, or the
+            file lacks a whole top-level module (a backbone-only file given for a detector: its
+            neck and heads would start from scratch, which is what a backbone ``init_cfg`` is
+            for).
+    """
+    own = model.state_dict()
+    match = match_weights(own, shapes)
+    total = sum(t.numel() for t in own.values())
+    unloaded = sum(own[k].numel() for k in match.missing + match.mismatched)
+    tensors_per_module = Counter(k.split('.', 1)[0] for k in own)
+    missing_per_module = Counter(k.split('.', 1)[0] for k in match.missing)
+    absent = [m for m, n in missing_per_module.items() if n == tensors_per_module[m]]
+    if absent or unloaded > max_unloaded * total:
+        raise CheckpointError('; '.join(
+            [f'{filename!r} does not fit this {type(model).__name__}: {unloaded:,} of its '
+             f'{total:,} weights ({unloaded / total:.1%}) would keep their initial values',
+             _model_hint(model, own, absent, shapes)] + _mismatch_report(match, own, shapes)))
+    return match
+
+
+def _model_hint(model: nn.Module, own: Dict[str, torch.Tensor], absent: List[str],
+                shapes: Dict[str, torch.Size]) -> str:
+    """What the user most likely meant, from the modules the checkpoint lacks."""
+    arch_hint = _cmt_arch_hint(getattr(model, 'backbone', None), shapes, 'backbone.')
+    if arch_hint:
+        return arch_hint
+    backbone_only = ("a backbone-only checkpoint belongs in model.backbone.init_cfg="
+                     "dict(type='Pretrained', checkpoint=...)")
+    if 'backbone' in absent and any(f'backbone.{k}' in own for k in shapes):
+        return f'it is a bare backbone state dict: {backbone_only}'
+    if absent and 'backbone' not in absent:
+        return f'the checkpoint has no {", ".join(absent)}: {backbone_only}'
+    if absent:
+        return f'the checkpoint has no {", ".join(absent)}: is it of another model?'
+    return "is it a checkpoint of this config's model (same variant, same classes)?"
 
 
 def missing_pretrained_checkpoints(cfg, key: str = 'model') -> List[Tuple[str, str, str]]:
@@ -221,6 +398,13 @@ def load_backbone_weights(backbone: nn.Module, filename: str, prefix: Optional[s
     if is_released_cmt(weights):
         weights = convert_released_cmt(weights)
     if prefix is None:
+        modules = {k.split('.', 1)[0] for k in weights}
+        heads = sorted(m for m in modules if m.endswith('_head'))
+        if heads:  # the user more likely meant the whole detector than its backbone alone
+            raise CheckpointError(
+                f'{filename!r} is a detector checkpoint (it has {", ".join(heads)}), not a '
+                'backbone one: load a whole detector from it with load_from (or tools/test.py), '
+                "or take its backbone on purpose with init_cfg prefix='backbone'")
         prefix = 'backbone.' if any(k.startswith('backbone.') for k in weights) else ''
     elif prefix and not prefix.endswith('.'):
         prefix += '.'
