@@ -208,6 +208,7 @@ def build_runner(cfg):
 def run_cli(main, argv=None) -> int:
     """Run ``main(argv)``, turning expected failures into one line on stderr."""
     from cmt_mm.utils.compat import EnvironmentProblem, UntrustedCheckpointError
+    from cmt_mm.utils.training_errors import TrainingDivergedError
 
     prog = osp.basename(sys.argv[0])
     try:
@@ -218,6 +219,9 @@ def run_cli(main, argv=None) -> int:
     except (EnvironmentProblem, UntrustedCheckpointError) as err:
         print(f'{prog}: error: {err}', file=sys.stderr)
         return EXIT_ENVIRONMENT
+    except TrainingDivergedError as err:  # no usage error, but its message says it all
+        print(f'{prog}: error: {err}', file=sys.stderr)
+        return 1
     return 0
 
 
