@@ -34,13 +34,34 @@ MIN_INPUT_SIZE = 32
 
 
 def tokens_to_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-    """(B, N, C) tokens -> (B, C, H, W) map."""
+    """(B, N, C) tokens -> (B, C, H, W) map: contiguous tokens give a channels_last view."""
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw)
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) map -> (B, N, C) tokens."""
+    """(B, C, H, W) map -> (B, N, C) tokens: a view of a channels_last map.
+
+    Convolutions, BatchNorm and GELU keep the channels_last layout of their input, so inside a
+    stage the conversions between tokens and maps copy nothing.
+    """
     return x.flatten(2).transpose(1, 2)
+
+
+def attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention will run in for input ``x``: autocast's when it is on."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def align_rows(bias: torch.Tensor, alignment: int = 8) -> torch.Tensor:
+    """``bias`` stored with every row starting at a multiple of ``alignment`` elements.
+
+    The memory-efficient SDPA kernel needs its additive mask aligned so; given an unaligned one
+    (CMT's key grid has 49 cells at 224), it pads a copy on every call, i.e. in every block.
+    """
+    pad = -bias.shape[-1] % alignment
+    return F.pad(bias, (0, pad))[..., :bias.shape[-1]] if pad else bias
 
 
 class ConvGeluBN(nn.Sequential):
@@ -165,8 +186,9 @@ class CMTStage(nn.Module):
     """A patch embedding, then CMT blocks that share one relative position bias.
 
     ``position_bias`` has its pretraining shape ``(heads, Hq0 * Wq0, Hk0 * Wk0)``; each forward
-    resizes it to the actual grids. When the bias needs no gradient (inference, a frozen stage)
-    the resized bias is cached per input size, since it only changes when the weights do.
+    resizes it to the actual grids, once for all blocks, in the dtype attention runs in. When the
+    bias needs no gradient (inference, a frozen stage) the result is cached per input size and
+    dtype, since it only changes when the weights do.
     """
 
     bias_cache_size = 4
@@ -184,30 +206,37 @@ class CMTStage(nn.Module):
             torch.randn(num_heads, query_grid**2, key_grid**2))
         self._bias_cache: Dict[tuple, torch.Tensor] = OrderedDict()
 
-    def resized_position_bias(self, query_hw: Tuple[int, int],
-                              key_hw: Tuple[int, int]) -> torch.Tensor:
+    def resized_position_bias(self, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
+                              dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The bias at the given grids in ``dtype`` (default: its own), aligned for SDPA."""
         bias = self.position_bias
-        if torch.is_grad_enabled() and bias.requires_grad:
-            return resize_position_bias(bias, query_hw, key_hw)
+        dtype = dtype or bias.dtype
+
+        def resize():
+            return align_rows(bias_in_dtype(resize_position_bias(bias, query_hw, key_hw), dtype))
+
+        # Under torch.compile the bias is part of the graph: the cache lookup would split it.
+        if (torch.is_grad_enabled() and bias.requires_grad) or torch.compiler.is_compiling():
+            return resize()
         # The version counter moves with every in-place update (optimizer step, loading).
-        key = (query_hw, key_hw, bias.device, bias.dtype, bias._version)
+        key = (query_hw, key_hw, bias.device, dtype, bias._version)
         if key not in self._bias_cache:
-            self._bias_cache[key] = resize_position_bias(bias, query_hw, key_hw)
+            self._bias_cache[key] = resize()
             while len(self._bias_cache) > self.bias_cache_size:
                 self._bias_cache.popitem(last=False)
         return self._bias_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Returns the (B, C, H, W) map, channels_last in memory."""
         x, hw = self.patch_embed(x)
         key_hw = self.blocks[0].attn.key_grid(hw)
         if min(key_hw) < 1:
             raise ValueError(f'the stage input {tuple(hw)} is too small for a spatial reduction '
                              f'of {self.blocks[0].attn.sr_ratio}')
-        bias = self.resized_position_bias(hw, key_hw)
+        bias = self.resized_position_bias(hw, key_hw, attention_dtype(x))
         for block in self.blocks:
             x = block(x, hw, bias)
-        # Contiguous NCHW: mmcv's compiled ops (RoIAlign, ...) read their input as such.
-        return tokens_to_map(x, hw).contiguous()
+        return tokens_to_map(x, hw)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Resize a position bias saved at another pretraining resolution to this one."""
@@ -398,7 +427,8 @@ class CMT(BaseModule):
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x))
+                # Contiguous NCHW: mmcv's compiled ops (RoIAlign, ...) read their input as such.
+                outs.append(self.out_norms[str(i)](x).contiguous())
         return tuple(outs)
 
     def _freeze_stages(self):

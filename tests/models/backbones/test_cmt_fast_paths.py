@@ -1,0 +1,100 @@
+"""CMT's faster paths give the plain path's outputs: channels_last, torch.compile, the bias
+resized once per stage in the attention dtype and aligned for SDPA."""
+import torch
+from torch._dynamo.utils import counters
+
+from cmt_mm.models import CMT
+from cmt_mm.models.backbones import cmt as cmt_module
+
+TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2, stem_channels=8)
+# Compiling takes time per operation: one block per stage.
+COMPILE_ARCH = dict(TINY_ARCH, depths=[1, 1, 1, 1])
+
+
+def tiny(arch=TINY_ARCH, **kwargs):
+    torch.manual_seed(0)
+    model = CMT(arch, pretrain_img_size=64, **kwargs)
+    model.init_weights()
+    return model
+
+
+def assert_outputs_close(outs, expected, rtol=1e-5):
+    for out, ref in zip(outs, expected):
+        assert ((out - ref).norm() / ref.norm()).item() < rtol
+
+
+def test_channels_last_gives_the_same_outputs():
+    model = tiny().eval()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = model(x)
+        model.to(memory_format=torch.channels_last)
+        outs = model(x.contiguous(memory_format=torch.channels_last))
+    assert_outputs_close(outs, expected)
+    assert all(out.is_contiguous() for out in outs)  # NCHW for mmcv's ops, whatever the input
+
+
+def test_stages_pass_channels_last_maps_to_each_other():
+    model = tiny(out_indices=(3, )).eval()
+    layouts = []
+    for stage in model.stages[1:]:
+        stage.patch_embed.projection.register_forward_pre_hook(
+            lambda m, args: layouts.append(args[0].is_contiguous(
+                memory_format=torch.channels_last)))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 128, 96))
+    assert layouts == [True, True, True]
+
+
+def test_bias_is_resized_once_per_stage_in_training(monkeypatch):
+    calls = []
+    resize = cmt_module.resize_position_bias
+    monkeypatch.setattr(cmt_module, 'resize_position_bias',
+                        lambda *args, **kwargs: calls.append(args[1]) or resize(*args, **kwargs))
+    model = tiny().train()
+    sum(o.mean() for o in model(torch.randn(2, 3, 96, 64))).backward()
+    assert calls == [(24, 16), (12, 8), (6, 4), (3, 2)]  # one per stage, not one per block
+    assert all(stage.position_bias.grad.abs().sum() > 0 for stage in model.stages)
+
+
+def test_bias_comes_in_the_autocast_dtype_with_aligned_rows():
+    stage = tiny().eval().stages[0]
+    with torch.no_grad():
+        bias = stage.resized_position_bias((16, 16), (2, 2), torch.bfloat16)
+        plain = stage.resized_position_bias((16, 16), (2, 2))
+    assert bias.dtype == torch.bfloat16 and bias.stride(1) % 8 == 0 and plain.stride(1) % 8 == 0
+    # The attention weights are the same (the cast may shift rows, which softmax ignores).
+    torch.testing.assert_close(bias.float().softmax(-1), plain.softmax(-1), rtol=0, atol=1e-2)
+    x = torch.randn(1, 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert cmt_module.attention_dtype(x) == torch.bfloat16
+    assert cmt_module.attention_dtype(x.double()) == torch.float64
+
+
+def test_compiled_training_gives_the_same_gradients():
+    # aot_eager: dynamo's graph and AOT autograd, as inductor uses them, without inductor's
+    # C++ code generation, which takes minutes for a backward pass on a CPU.
+    plain = tiny(COMPILE_ARCH).train()
+    compiled_model = tiny(COMPILE_ARCH).train()
+    compiled = torch.compile(compiled_model, backend='aot_eager', dynamic=False)
+    x = torch.randn(2, 3, 64, 96)
+    for model in (plain, compiled):
+        sum(o.square().mean() for o in model(x)).backward()
+    for (name, param), compiled_param in zip(plain.named_parameters(),
+                                             compiled_model.parameters()):
+        torch.testing.assert_close(compiled_param.grad, param.grad, rtol=1e-4, atol=1e-6,
+                                   msg=name)
+
+
+def test_inductor_compiled_inference_gives_the_same_outputs():
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny(COMPILE_ARCH).eval()
+    x = torch.randn(2, 3, 64, 64)
+    compiled = torch.compile(model, dynamic=False)
+    with torch.no_grad():
+        expected = model(x)
+        outs = compiled(x)
+    assert_outputs_close(outs, expected)
+    # One graph: the inference cache of the resized bias must not split it.
+    assert counters['stats']['unique_graphs'] == 1
