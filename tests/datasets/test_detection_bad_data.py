@@ -36,15 +36,18 @@ data_root = {data_root!r}
 scale = (64, 64)
 
 # An untrained detector scores every box below mmdet's threshold of 0.05, and CocoMetric
-# reports nothing for an empty result.
-model = dict(test_cfg=dict(rcnn=dict(score_thr=0.0)))
+# reports nothing for an empty result. Fewer proposals and RoIs: faster, nothing else changes.
+model = dict(
+    train_cfg=dict(rpn_proposal=dict(nms_pre=100, max_per_img=50),
+                   rcnn=dict(sampler=dict(num=32))),
+    test_cfg=dict(rpn=dict(nms_pre=100, max_per_img=50), rcnn=dict(score_thr=0.0, max_per_img=10)))
 dataset = dict(data_root=data_root, ann_file='annotations.json', data_prefix=dict(img='images/'))
 train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
+    batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(dataset, pipeline=[dict(t, scale=scale) if t.type == 'Resize' else t
                                     for t in _base_.train_dataloader.dataset.pipeline]))
 val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
+    batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(dataset, pipeline=[dict(t, scale=scale) if t.type == 'Resize' else t
                                     for t in _base_.val_dataloader.dataset.pipeline]))
 test_dataloader = val_dataloader
@@ -201,7 +204,7 @@ def test_one_epoch_and_coco_evaluation_finish(small_run, tmp_path):
     assert len(scalars) == 1
     records = [json.loads(line) for line in scalars[0].read_text().splitlines()]
     losses = [{k: v for k, v in r.items() if k.startswith('loss')} for r in records if 'loss' in r]
-    assert len(losses) >= 5 and all(len(terms) > 1 for terms in losses)
+    assert len(losses) >= 3 and all(len(terms) > 1 for terms in losses)
     assert all(math.isfinite(v) for terms in losses for v in terms.values()), losses
     metrics = [r for r in records if 'coco/bbox_mAP' in r]
     assert len(metrics) == 1, records[-3:]

@@ -95,7 +95,7 @@ def run_until(tmp_path, model, optim_wrapper, max_iters=6):
         model=model,
         work_dir=str(tmp_path),
         experiment_name=f'{tmp_path.name}_{id(model)}',
-        train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
+        train_dataloader=dict(dataset=data, sampler=dict(type='InfiniteSampler', shuffle=False),
                               batch_size=2, num_workers=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01), **optim_wrapper),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
