@@ -103,17 +103,21 @@ _FILE_KINDS = (
     (b'\x1f\x8b', 'it is gzip-compressed'),
     (b'\x93NUMPY', 'it is a NumPy array file'),
 )
-# What torch.load raises on bytes that are not a checkpoint (its unpickler's errors included).
+# What torch.load raises on bytes that are not a checkpoint (its unpickler's errors included;
+# OSError: a zip archive cut short, or a file that cannot be read at all).
 _UNREADABLE = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, AttributeError,
-               KeyError, IndexError, TypeError)
+               KeyError, IndexError, TypeError, OSError)
 
 
 def _describe_unreadable(filename: str, err: Exception) -> str:
     """Why torch could not read ``filename``, in user terms rather than torch's internals."""
     if '://' in filename:
         return str(err).splitlines()[0] if str(err) else type(err).__name__
-    with open(filename, 'rb') as f:
-        head = f.read(64)
+    try:
+        with open(filename, 'rb') as f:
+            head = f.read(64)
+    except OSError as open_err:
+        return open_err.strerror or str(open_err)  # e.g. 'Permission denied'
     if not head:
         return 'the file is empty'
     for magic, kind in _FILE_KINDS:

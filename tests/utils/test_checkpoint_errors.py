@@ -50,6 +50,8 @@ UNREADABLE = {
     'empty': (lambda p, v: write_bytes(p, b''), 'the file is empty'),
     'truncated': (lambda p, v: write_bytes(p, v.read_bytes()[:v.stat().st_size // 2]),
                   'zip archive that is truncated, corrupt'),
+    'truncated early': (lambda p, v: write_bytes(p, v.read_bytes()[:5000]),
+                        'zip archive that is truncated, corrupt'),
     'corrupt': (lambda p, v: write_bytes(p, b'\0' * 64 + v.read_bytes()[64:]),
                 'its format is unknown (truncated or corrupt?)'),
     'text': (lambda p, v: write_bytes(p, b'model = dict(type="CMT")\n'), 'it is a text file'),
@@ -75,7 +77,7 @@ def test_unreadable_files_in_a_backbone_init_cfg(case, valid_file, tmp_path):
     assert repr(str(path)) in message and expected in message
 
 
-@pytest.mark.parametrize('case', ['truncated', 'jpeg', 'pickled list', 'directory'])
+@pytest.mark.parametrize('case', ['truncated early', 'jpeg', 'pickled list', 'directory'])
 def test_unreadable_files_as_a_whole_model(case, valid_file, tmp_path):
     make, expected = UNREADABLE[case]
     path = tmp_path / 'model.pth'
