@@ -14,8 +14,9 @@ import sys
 # The helpers live in train.py, next to this file (sys.path[0] when run as a script).
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train import (UserError, add_common_args, apply_common_args,  # noqa: E402
-                   build_runner, check_data, is_detection, load_config, require_file,
-                   run_cli)
+                   build_runner, check_checkpoint_fits, check_data,
+                   checkpoint_errors_as_user_errors, is_detection, load_config,
+                   require_file, run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,7 +62,12 @@ def main(argv=None) -> None:
         enable_visualization(cfg, args.show_dir)
 
     check_data(cfg, ['test'])
-    runner = build_runner(cfg)
+    from cmt_mm.utils.checkpoint import read_model_checkpoint
+    with checkpoint_errors_as_user_errors():
+        # The Runner loads non-strictly: evaluating a partly random model would go unnoticed.
+        shapes = read_model_checkpoint(args.checkpoint)
+        runner = build_runner(cfg)
+        check_checkpoint_fits(runner, args.checkpoint, shapes)
     if args.out is not None:
         # A metric that only dumps predictions; mmdet's variant converts det samples.
         if is_detection(cfg):

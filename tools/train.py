@@ -7,10 +7,12 @@
 Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/slurm_train.sh``.
 
 Mistakes in the command line (missing files, unknown ``--cfg-options`` keys, a dataset or
-pretrained checkpoint that is not where the config says, ...) end with a one-line message and
-exit status 2. ``tools/test.py`` reuses the helpers of this file.
+pretrained checkpoint that is not where the config says, a checkpoint that does not fit the
+model, a config value the model refuses, ...) end with a one-line message and exit status 2.
+``tools/test.py`` reuses the helpers of this file.
 """
 import argparse
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -18,10 +20,14 @@ import inspect
 import os
 import os.path as osp
 import sys
+import traceback
 from typing import Optional
 
 EXIT_USAGE = 2  # wrong command line, like argparse
 EXIT_ENVIRONMENT = 1  # broken installation or untrusted checkpoint
+# load_from may leave this fraction of the model's weights unloaded: a classifier layer re-sized
+# for fine-tuning on other classes (RetinaNet's is ~10% of a CMT-Ti RetinaNet).
+LOAD_FROM_MAX_UNLOADED = 0.2
 
 # Runs from a source checkout without installing cmt_mm.
 _REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -198,11 +204,60 @@ def use_cpu_distributed_if_no_gpu(cfg) -> None:
 
 
 def build_runner(cfg):
+    """Build the Runner; a config value that a component refuses is a UserError."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    try:
+        if 'runner_type' in cfg:
+            return RUNNERS.build(cfg)
+        return Runner.from_cfg(cfg)
+    except (KeyError, TypeError, ValueError) as err:
+        message = refused_config_message(err)
+        if message is None:
+            raise
+        raise UserError(message) from None
+
+
+def refused_config_message(err: Exception) -> Optional[str]:
+    """A one-line message if ``err`` is the registry refusing a config entry, else None.
+
+    Config mistakes surface while mmengine's ``build_from_cfg`` builds an object: it raises
+    itself for an unknown ``type`` or an argument the class does not take, and the constructor
+    it calls raises ValueError or TypeError for a value it rejects. Other exception types, and
+    anything raised outside a registry build, are bugs whose traceback must show.
+    """
+    from mmengine.registry.build_functions import build_from_cfg
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    builds = [frame for frame in frames if frame.f_code is build_from_cfg.__code__]
+    if not builds:
+        return None
+    raised_by_registry = frames[-1] is builds[-1]
+    if not (raised_by_registry or isinstance(err, (TypeError, ValueError))):
+        return None
+    built = builds[-1].f_locals.get('obj_cls')  # unset when the type itself is unknown
+    where = f' for {built.__name__}' if hasattr(built, '__name__') else ''
+    # str() of a KeyError is the repr of its message.
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return f'invalid config{where}: {message}'
+
+
+@contextlib.contextmanager
+def checkpoint_errors_as_user_errors():
+    """A checkpoint that cannot be read or does not fit the model is the user's mistake."""
+    from cmt_mm.utils.checkpoint import CheckpointError
+    try:
+        yield
+    except CheckpointError as err:
+        raise UserError(str(err)) from None
+
+
+def check_checkpoint_fits(runner, path: str, shapes: dict, max_unloaded: float = 0.) -> None:
+    """Compare a checkpoint read by ``read_model_checkpoint`` with the runner's model."""
+    from mmengine.model import is_model_wrapper
+
+    from cmt_mm.utils.checkpoint import check_model_weights
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_model_weights(model, shapes, path, max_unloaded)
 
 
 def run_cli(main, argv=None) -> int:
@@ -266,6 +321,26 @@ def check_pretrained_checkpoints(cfg) -> None:
                         + ', or '.join(fixes))
 
 
+def checkpoint_to_load(cfg) -> Optional[tuple]:
+    """The checkpoint that training starts from, read as the Runner will, or None.
+
+    Returns:
+        ``(path, tensor shapes, the fraction of the model's weights it may leave unloaded)``.
+        Resuming needs every weight; ``load_from`` tolerates re-sized classifier layers.
+    """
+    from mmengine.runner import find_latest_checkpoint
+
+    from cmt_mm.utils.checkpoint import read_model_checkpoint
+    if cfg.get('resume'):
+        path = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+        if path is None:
+            return None  # --resume auto without a checkpoint starts afresh
+        return path, read_model_checkpoint(path, resume=True), 0.
+    if cfg.get('load_from'):
+        return cfg.load_from, read_model_checkpoint(cfg.load_from), LOAD_FROM_MAX_UNLOADED
+    return None
+
+
 def uses_validation(cfg) -> bool:
     """The Runner builds a validation loop only when val_dataloader and val_cfg are set."""
     return cfg.get('val_dataloader') is not None and cfg.get('val_cfg') is not None
@@ -299,7 +374,13 @@ def main(argv=None) -> None:
 
     check_data(cfg, ['train', 'val'] if uses_validation(cfg) else ['train'])
     check_pretrained_checkpoints(cfg)
-    build_runner(cfg).train()
+    with checkpoint_errors_as_user_errors():
+        # The Runner loads non-strictly and only after building the datasets: read it now.
+        to_load = checkpoint_to_load(cfg)
+        runner = build_runner(cfg)
+        if to_load is not None:
+            check_checkpoint_fits(runner, *to_load)
+        runner.train()  # also loads the init_cfg checkpoints
 
 
 if __name__ == '__main__':
