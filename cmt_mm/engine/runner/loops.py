@@ -23,6 +23,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2000))
     """
 
+    _batches_to_skip = 0
+
     def run_epoch(self) -> None:
         self._batches_to_skip = max(0, self._iter - self._epoch * len(self.dataloader))
         if self._batches_to_skip:
