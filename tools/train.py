@@ -102,6 +102,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     cfg = Config.fromfile(path, import_custom_modules=False)
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
+        replace_none_parents(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
 
     setup_environment(detection=is_detection(cfg))
@@ -159,6 +160,24 @@ def check_cfg_options(cfg, options: dict) -> None:
                 raise UserError(f"--cfg-options key '{key}': {where} is the "
                                 f'{type(node).__name__} {node!r}, not a dict')
             walked.append(part)
+
+
+def replace_none_parents(cfg, options: dict) -> None:
+    """Turn a ``None`` on the way to a ``--cfg-options`` key into the dict the key fills.
+
+    ``merge_from_dict`` refuses to merge a dict into ``None``, so without this
+    ``model.backbone.init_cfg.checkpoint=PATH`` fails on ``init_cfg=None``.
+    """
+    for key in options:
+        node = cfg
+        for part in key.split('.')[:-1]:
+            if isinstance(node, list):
+                part = int(part)
+            elif part not in node:
+                break  # a new key: merge_from_dict creates it
+            if node[part] is None:
+                node[part] = {}
+            node = node[part]
 
 
 def check_data(cfg, phases) -> None:

@@ -30,7 +30,7 @@ model = dict(
     data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=2, mean=[127.5] * 3,
                            std=[127.5] * 3),
     backbone=dict(type='cmt_mm.CMT', arch='ti', pretrain_img_size=32, out_indices=(3, ),
-                  frozen_stages=-1),
+                  frozen_stages=-1, init_cfg=None),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', num_classes=2, in_channels=368,
               loss=dict(type='CrossEntropyLoss'), topk=(1, )))
@@ -67,6 +67,9 @@ def workspace(tmp_path_factory):
     head = {'head.fc.weight': torch.zeros(2, 368), 'head.fc.bias': torch.zeros(2)}
     torch.save({'state_dict': backbone}, root / 'backbone.pth')
     torch.save({'state_dict': {**backbone, **head}}, root / 'classifier.pth')
+    neck_and_head = {'neck.conv.weight': torch.zeros(8, 368, 1, 1),
+                     'bbox_head.conv.weight': torch.zeros(4, 8, 3, 3)}
+    torch.save({'state_dict': {**backbone, **neck_and_head}}, root / 'detector.pth')
     (root / 'corrupt.pth').write_bytes((root / 'backbone.pth').read_bytes()[:5000])
     return root
 
@@ -119,6 +122,16 @@ def test_train_load_from_a_backbone_checkpoint(workspace, tmp_path):
     line = error_line(proc)
     assert 'backbone.pth' in line and 'the checkpoint has no head' in line
     assert not list(tmp_path.glob('*.pth'))  # nothing was trained
+
+
+def test_train_refuses_a_detector_checkpoint_in_the_backbone_init_cfg(workspace, tmp_path):
+    """Loaded inside runner.train(), by the backbone's init_weights."""
+    proc = run([TRAIN, str(workspace / 'cmt_cls.py'), '--work-dir', str(tmp_path), '--cfg-options',
+                'model.backbone.init_cfg.type=Pretrained',
+                f'model.backbone.init_cfg.checkpoint={workspace / "detector.pth"}'], tmp_path)
+    line = error_line(proc)
+    assert 'detector.pth' in line
+    assert 'is a detector checkpoint (it has bbox_head), not a backbone one' in line
 
 
 def test_train_resume_from_weights_without_training_state(workspace, tmp_path):
@@ -264,3 +277,15 @@ def test_load_from_tolerates_resized_classifier_layers(train_tool, workspace):
     cfg.resume = True  # resuming needs every weight (and the training state)
     with pytest.raises(ValueError, match='holds no training state'):
         train_tool.checkpoint_to_load(cfg)
+
+
+def test_cfg_options_fill_values_that_are_none(train_tool):
+    from mmengine.config import Config
+    cfg = Config(dict(model=dict(backbone=dict(init_cfg=None)), custom_hooks=[None]))
+    options = {'model.backbone.init_cfg.checkpoint': 'a.pth', 'custom_hooks.0.type': 'EMAHook',
+               'randomness.seed': 0}
+    train_tool.check_cfg_options(cfg, options)
+    train_tool.replace_none_parents(cfg, options)
+    cfg.merge_from_dict(options)
+    assert cfg.model.backbone.init_cfg == dict(checkpoint='a.pth')
+    assert cfg.custom_hooks == [dict(type='EMAHook')] and cfg.randomness == dict(seed=0)
