@@ -252,8 +252,9 @@ def match_backbone_weights(backbone: nn.Module, weights: Dict[str, torch.Tensor]
     match = match_weights(own, shapes)
     matched = len(own) - len(match.missing) - len(match.mismatched)
     if match.mismatched or matched < min_matched * len(own):
-        hint = (_cmt_arch_hint(backbone, shapes)
-                or 'is it a checkpoint of the same variant (arch)?')
+        hint = _cmt_arch_hint(backbone, shapes) or (
+            'it has none of the backbone\'s tensor names: is it of another model?'
+            if len(match.missing) == len(own) else 'is it a checkpoint of the same variant?')
         raise CheckpointError('; '.join(
             [f'{filename!r} does not fit this {type(backbone).__name__} backbone: {matched} '
              f'of its {len(own)} tensors matched', hint] + _mismatch_report(match, own, shapes)))

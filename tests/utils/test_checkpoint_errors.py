@@ -103,7 +103,8 @@ def test_another_model_lists_what_did_not_match(tmp_path):
     path = tmp_path / 'resnet.pth'
     torch.save({'state_dict': resnet}, path)
     message = one_line_error(load_backbone_weights, small_cmt(), str(path))
-    assert '0 of its 202 tensors matched' in message
+    assert "0 of its 202 tensors matched; it has none of the backbone's tensor names: is it " \
+           'of another model?' in message
     assert 'missing (202; stem 21/21, stages 181/181): stem.0.conv.weight' in message
     assert 'unexpected (3; conv1 1/1, bn1 1/1, fc 1/1): conv1.weight, bn1.weight, ' \
            'fc.weight' in message
