@@ -441,7 +441,10 @@ def _compile(model: nn.Module, detection: bool, mode: str) -> nn.Module:
 
 
 class ConfigBenchmark:
-    """Measure one config's cells under ``settings``; ``matmul_peaks`` maps dtype to TFLOP/s."""
+    """Measure one config's cells under ``settings``, logging each with ``log``.
+
+    ``matmul_peaks`` maps a dtype to its measured matmul TFLOP/s.
+    """
 
     def __init__(self, config: str, settings: Settings, cfg_options: Optional[dict] = None,
                  matmul_peaks: Optional[dict] = None, log: Callable = print):
@@ -610,7 +613,7 @@ class ConfigBenchmark:
                 peak = self.matmul_peaks.get(dtype)
                 if peak:
                     cell.fraction_of_matmul_peak = cell.tflops / peak
-        self.log(f'{self.config}: {describe_cell(cell)}')
+        self.log(describe_cell(cell))
         _release_memory(self.device)
         return cell
 

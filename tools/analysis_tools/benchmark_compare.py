@@ -258,7 +258,8 @@ def run_entry(name: str, settings, peaks: dict, log) -> dict:
     settings = replace(settings, with_cp=entry.with_cp, modes=entry.modes)
     config = entry.config if '::' in entry.config else osp.join(REPO, entry.config)
     try:
-        return ConfigBenchmark(config, settings, matmul_peaks=peaks, log=log).run()
+        return ConfigBenchmark(config, settings, matmul_peaks=peaks,
+                               log=lambda message: log(f'{name}: {message}')).run()
     except Exception as err:  # a model that fails to build must not cost the others
         log(f'{name}: failed: {type(err).__name__}: {err}')
         return dict(config=entry.config, error=f'{type(err).__name__}: {err}')
