@@ -34,16 +34,22 @@ def test_channels_last_gives_the_same_outputs():
     assert all(out.is_contiguous() for out in outs)  # NCHW for mmcv's ops, whatever the input
 
 
-def test_stages_pass_channels_last_maps_to_each_other():
+def test_maps_stay_channels_last_so_tokens_need_no_copies():
     model = tiny(out_indices=(3, )).eval()
     layouts = []
-    for stage in model.stages[1:]:
-        stage.patch_embed.projection.register_forward_pre_hook(
-            lambda m, args: layouts.append(args[0].is_contiguous(
-                memory_format=torch.channels_last)))
+
+    def record(module, args, output):
+        layouts.append((type(module).__name__, output.is_contiguous(
+            memory_format=torch.channels_last) if output.dim() == 4 else output.is_contiguous()))
+
+    for stage in model.stages:
+        stage.register_forward_hook(record)  # the map the next stage's patch embedding reads
+        block = stage.blocks[0]
+        block.local_perception.register_forward_hook(record)
+        block.ffn.register_forward_hook(record)  # (B, N, C) tokens from the FFN's last map
     with torch.no_grad():
         model(torch.randn(2, 3, 128, 96))
-    assert layouts == [True, True, True]
+    assert layouts == [('Conv2d', True), ('InvertedResidualFFN', True), ('CMTStage', True)] * 4
 
 
 def test_bias_is_resized_once_per_stage_in_training(monkeypatch):
