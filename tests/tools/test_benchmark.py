@@ -98,8 +98,8 @@ def test_compile_option(monkeypatch):
     assert counters['stats']['unique_graphs'] == 1  # the classifier in one graph
 
 
-@pytest.mark.filterwarnings('ignore:`torch.cuda.amp.GradScaler(args...)` is deprecated',
-                            'ignore:torch.cuda.amp.GradScaler is enabled, but CUDA')
+@pytest.mark.filterwarnings('ignore:.*torch.cuda.amp.GradScaler.* is deprecated:FutureWarning',
+                            'ignore:torch.cuda.amp.GradScaler is enabled, but CUDA:UserWarning')
 def test_detection_benchmark_with_amp_training(monkeypatch):
     # mmengine's AmpOptimWrapper asserts a GPU; without the assertion it runs bfloat16 on the
     # CPU, which exercises the GPU run's AMP training path (and RoIAlign run in float32).
