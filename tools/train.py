@@ -279,6 +279,17 @@ def check_checkpoint_fits(runner, path: str, shapes: dict, max_unloaded: float =
     check_model_weights(model, shapes, path, max_unloaded)
 
 
+def close_distributed() -> None:
+    """Tear down the process group the Runner set up, before the interpreter exits.
+
+    mmengine never destroys it; left alive, gloo's threads are still running at exit and a
+    process can abort ('terminate called without an active exception') after a finished run.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_cli(main, argv=None) -> int:
     """Run ``main(argv)``, turning expected failures into one line on stderr."""
     from cmt_mm.utils.compat import EnvironmentProblem, UntrustedCheckpointError
@@ -400,6 +411,7 @@ def main(argv=None) -> None:
         if to_load is not None:
             check_checkpoint_fits(runner, *to_load)
         runner.train()  # also loads the init_cfg checkpoints
+    close_distributed()
 
 
 if __name__ == '__main__':
