@@ -59,6 +59,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from cmt_mm.utils.complexity import RunAsForward
+
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 MODES = ('inference', 'train')
 # A static loss scale: a dynamic one starts high and skips the first steps' optimizer updates.
@@ -297,24 +299,12 @@ def _sdpa_macs(inputs: list, outputs: list) -> int:
     return math.prod(query[:-1]) * key[-2] * (query[-1] + value[-1])
 
 
-class _Run(nn.Module):
-    """Makes ``run(inputs)`` a module's forward, as mmengine's tracer needs."""
-
-    def __init__(self, model: nn.Module, run: Callable):
-        super().__init__()
-        self.model = model
-        self.run = run
-
-    def forward(self, inputs):
-        return self.run(inputs)
-
-
 def forward_macs(model: nn.Module, run: Callable, inputs: torch.Tensor) -> int:
     """MACs of ``run(inputs)`` by mmengine's counter, BatchNorm left out, attention included."""
     from mmengine.analysis import FlopAnalyzer
 
     model.eval()
-    analyzer = FlopAnalyzer(_Run(model, run), inputs)
+    analyzer = FlopAnalyzer(RunAsForward(model, run), inputs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.set_op_handle('aten::batch_norm', lambda inputs, outputs: 0)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', _sdpa_macs)

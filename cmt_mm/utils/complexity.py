@@ -25,7 +25,7 @@ class Complexity(NamedTuple):
         return self.flops + self.attention_flops
 
 
-class _Forward(nn.Module):
+class RunAsForward(nn.Module):
     """Make ``run(inputs)`` look like a module's forward, as the tracer needs."""
 
     def __init__(self, model: nn.Module, run: Callable):
@@ -61,7 +61,7 @@ def attention_flops(model: nn.Module, run: Callable, inputs: torch.Tensor) -> in
 def model_complexity(model: nn.Module, run: Callable, inputs: torch.Tensor) -> Complexity:
     """Count ``model``'s parameters and the FLOPs of ``run(inputs)`` (``model`` in eval mode)."""
     model.eval()
-    analyzer = FlopAnalyzer(_Forward(model, run), inputs)
+    analyzer = FlopAnalyzer(RunAsForward(model, run), inputs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.set_op_handle('aten::batch_norm', lambda inputs, outputs: 0)
     with torch.no_grad():
