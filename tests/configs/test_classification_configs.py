@@ -226,6 +226,16 @@ def write_cifar10_batches(root: Path, images: dict) -> None:
         pickle.dump(dict(label_names=classes), f, protocol=2)
 
 
+def assert_one_step_and_one_evaluation(work_dir: Path) -> None:
+    """The run logged one finite training loss and one top-1 accuracy."""
+    (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    losses = [r['loss'] for r in records if 'loss' in r]
+    accuracies = [r['accuracy/top1'] for r in records if 'accuracy/top1' in r]
+    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
+    assert len(accuracies) == 1 and 0 <= accuracies[0] <= 100
+
+
 # tools/train.py, with mmpretrain's MD5 check of the CIFAR files off: the fixture holds real
 # CIFAR-10 images, but not the released files.
 TRAIN_WITHOUT_CIFAR_MD5 = f"""
@@ -265,12 +275,7 @@ def test_cifar10_transfer_trains_and_evaluates_through_tools_train(pretrained_cm
     assert result.returncode == 0, output[-3000:]
     assert f'backbone tensors from {pretrained_cmt_s}' in output
 
-    (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
-    records = [json.loads(line) for line in scalars.read_text().splitlines()]
-    losses = [r['loss'] for r in records if 'loss' in r]
-    accuracies = [r['accuracy/top1'] for r in records if 'accuracy/top1' in r]
-    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
-    assert len(accuracies) == 1 and 0 <= accuracies[0] <= 100
+    assert_one_step_and_one_evaluation(work_dir)
 
 
 @pytest.mark.parametrize('name', [name for name in CLASSIFICATION_CONFIGS
@@ -297,9 +302,4 @@ def test_cifar10_scratch_trains_and_evaluates_through_tools_train(name, tmp_path
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
 
-    (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
-    records = [json.loads(line) for line in scalars.read_text().splitlines()]
-    losses = [r['loss'] for r in records if 'loss' in r]
-    accuracies = [r['accuracy/top1'] for r in records if 'accuracy/top1' in r]
-    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
-    assert len(accuracies) == 1 and 0 <= accuracies[0] <= 100
+    assert_one_step_and_one_evaluation(work_dir)

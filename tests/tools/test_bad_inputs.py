@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_errors import error_line
 from cmt_mm.models import CMT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -78,14 +79,6 @@ def run(args, cwd, env=None):
     return subprocess.run([sys.executable] + args, cwd=str(cwd), capture_output=True, text=True,
                           timeout=300, env=env)
 
-
-def error_line(proc) -> str:
-    """The one error line of a user mistake (exit 2, no traceback)."""
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr + proc.stdout, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if 'error:' in line]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------

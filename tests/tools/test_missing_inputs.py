@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from cli_errors import error_line
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
@@ -25,14 +27,6 @@ def run(args, cwd, coco_root=None):
     return subprocess.run([sys.executable] + args, cwd=cwd, capture_output=True, text=True,
                           timeout=120, env=env)
 
-
-def error_line(proc) -> str:
-    """The one error line of a usage error (exit 2, no traceback)."""
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert 'Traceback' not in proc.stderr + proc.stdout, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if 'error:' in line]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 @pytest.fixture
