@@ -28,7 +28,6 @@ def run(args, cwd, coco_root=None):
                           timeout=120, env=env)
 
 
-
 @pytest.fixture
 def coco_root(tmp_path):
     """An (empty) COCO layout: enough for checks that only look for the paths."""
