@@ -1,4 +1,5 @@
 """Resizing CMT's dense relative position bias to other query and key grids."""
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -15,12 +16,18 @@ def square_grid(num_tokens: int) -> Tuple[int, int]:
     return side, side
 
 
-def _resize_last_grid(x: torch.Tensor, grid: Tuple[int, int],
-                      size: Tuple[int, int]) -> torch.Tensor:
-    """Bicubically resize the last dim of ``x`` (C, M, H*W), seen as an (H, W) grid."""
-    out = F.interpolate(x.reshape(x.shape[0], x.shape[1], *grid), size=size, mode='bicubic',
-                        align_corners=False)
-    return out.flatten(2)
+@functools.lru_cache(maxsize=256)
+def _bicubic_matrix(n_in: int, n_out: int, device: torch.device,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """The ``(n_out, n_in)`` matrix of 1-D bicubic resizing (``align_corners=False``).
+
+    ``F.interpolate`` of the identity, in float64: exactly PyTorch's resize, as a constant.
+    Made outside inference mode, so that a matrix cached there can serve autograd later.
+    """
+    with torch.inference_mode(False):
+        eye = torch.eye(n_in, dtype=torch.float64, device=device).reshape(n_in, 1, n_in, 1)
+        cols = F.interpolate(eye, size=(n_out, 1), mode='bicubic', align_corners=False)
+        return cols.reshape(n_in, n_out).t().to(dtype)
 
 
 def resize_position_bias(bias: torch.Tensor,
@@ -31,7 +38,12 @@ def resize_position_bias(bias: torch.Tensor,
     """Resize a ``(heads, Hq0 * Wq0, Hk0 * Wk0)`` bias to other query and key grids.
 
     The bias is a function of (query position, key position); it is resized bicubically over the
-    query grid, then over the key grid. At the original grids it is returned unchanged.
+    query grid, then over the key grid, as ``F.interpolate(mode='bicubic')`` would. Bicubic
+    resizing is linear and separable, so it is done by matmuls with interpolation matrices: their
+    backward is GEMMs too, where that of ``F.interpolate`` on CUDA scatters millions of gradients
+    into a few inputs with contended atomics. The key side comes last, one matmul with the
+    Kronecker product of its small matrices, so the large result is written once. It runs in the
+    bias's dtype, under autocast too. At the original grids the bias is returned unchanged.
 
     Args:
         bias: the bias.
@@ -44,10 +56,23 @@ def resize_position_bias(bias: torch.Tensor,
     query_hw, key_hw = tuple(query_hw), tuple(key_hw)
     query_grid = tuple(query_grid or square_grid(bias.shape[1]))
     key_grid = tuple(key_grid or square_grid(bias.shape[2]))
-    if query_grid != query_hw:
-        bias = _resize_last_grid(bias.transpose(1, 2), query_grid, query_hw).transpose(1, 2)
-    if key_grid != key_hw:
-        bias = _resize_last_grid(bias, key_grid, key_hw)
+    heads, num_keys = bias.shape[0], bias.shape[2]
+
+    def matrix(n_in, n_out):
+        # torch.compile traces the matrices into its graph: it would bypass the cache anyway.
+        make = _bicubic_matrix.__wrapped__ if torch.compiler.is_compiling() else _bicubic_matrix
+        return make(n_in, n_out, bias.device, bias.dtype)
+
+    with torch.autocast(bias.device.type, enabled=False):
+        if query_grid != query_hw:
+            # Over query rows, then query columns: (heads, Hq0, Wq0 * Nk) -> (heads, Hq, Wq, Nk).
+            bias = matrix(query_grid[0], query_hw[0]) @ bias.reshape(heads, query_grid[0], -1)
+            bias = matrix(query_grid[1], query_hw[1]) @ bias.reshape(
+                heads, query_hw[0], query_grid[1], num_keys)
+            bias = bias.reshape(heads, -1, num_keys)
+        if key_grid != key_hw:
+            bias = bias @ torch.kron(matrix(key_grid[0], key_hw[0]),
+                                     matrix(key_grid[1], key_hw[1])).t()
     return bias
 
 

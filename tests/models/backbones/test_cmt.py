@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cmt_mm.models import CMT, CMTClsHead
@@ -164,6 +165,49 @@ def test_bias_resize_round_trip_of_a_smooth_bias():
     assert there.shape == (1, 24 * 20, 12 * 10)
     back = resize_position_bias(there, (14, 14), (7, 7), query_grid=(24, 20), key_grid=(12, 10))
     assert (back - bias).abs().max() < 0.05
+
+
+def bicubic_resize(bias, query_hw, key_hw, query_grid, key_grid):
+    """The reference: ``F.interpolate`` over the query grid, then over the key grid."""
+    heads, _, num_keys = bias.shape
+    x = F.interpolate(bias.transpose(1, 2).reshape(heads, num_keys, *query_grid), size=query_hw,
+                      mode='bicubic', align_corners=False).flatten(2).transpose(1, 2)
+    return F.interpolate(x.reshape(heads, x.shape[1], *key_grid), size=key_hw, mode='bicubic',
+                         align_corners=False).flatten(2)
+
+
+@pytest.mark.parametrize('query_grid, query_hw, key_grid, key_hw', [
+    ((14, 14), (20, 32), (7, 7), (5, 8)),  # query up, non-square; keys down and up
+    ((56, 56), (16, 16), (7, 7), (9, 11)),  # query down
+    ((12, 10), (14, 9), (6, 5), (6, 5)),  # non-square grids; keys unchanged
+    ((8, 8), (8, 8), (3, 4), (7, 2)),  # query unchanged
+])
+def test_bias_resize_matches_bicubic_interpolate(query_grid, query_hw, key_grid, key_hw):
+    torch.manual_seed(0)
+    bias = torch.randn(2, query_grid[0] * query_grid[1], key_grid[0] * key_grid[1],
+                       requires_grad=True)
+    out = resize_position_bias(bias, query_hw, key_hw, query_grid, key_grid)
+    ref = bicubic_resize(bias, query_hw, key_hw, query_grid, key_grid)
+    assert out.shape == ref.shape == (2, query_hw[0] * query_hw[1], key_hw[0] * key_hw[1])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    grad, = torch.autograd.grad(out, bias, upstream)
+    ref_grad, = torch.autograd.grad(ref, bias, upstream)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_resize_ignores_autocast_and_inference_mode():
+    bias = torch.randn(1, 8 * 8, 3 * 3)
+    ref = bicubic_resize(bias, (13, 11), (5, 3), (8, 8), (3, 3))
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # would run the matmuls in bfloat16
+        out = resize_position_bias(bias, (13, 11), (5, 3))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # The interpolation matrices are cached: ones first made in inference mode serve autograd.
+    with torch.inference_mode():
+        resize_position_bias(bias, (23, 29), (4, 6))  # sizes no other test uses
+    resize_position_bias(bias.requires_grad_(), (23, 29), (4, 6)).sum().backward()
+    assert bias.grad.abs().sum() > 0
 
 
 def test_bias_cache_at_inference():
