@@ -2,7 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out RESULTS.pkl]
                                            [--show-dir DIR] [--cfg-options KEY=VALUE ...]
-                                           [--launcher {none,pytorch,slurm,mpi}]
+                                           [--launcher {none,pytorch,slurm,mpi}] [--compile [MODE]]
 
 Multi-process: ``tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS`` or ``tools/slurm_test.sh``.
 """

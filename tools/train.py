@@ -2,7 +2,7 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--amp]
                                  [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
-                                 [--launcher {none,pytorch,slurm,mpi}]
+                                 [--launcher {none,pytorch,slurm,mpi}] [--compile [MODE]]
 
 Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/slurm_train.sh``.
 
@@ -51,6 +51,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         'train_dataloader.batch_size=8; every dotted key must exist in the config')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    parser.add_argument(
+        '--compile', nargs='?', const='default', metavar='MODE',
+        help='torch.compile the backbone and neck (cmt_mm.CompileHook) in MODE (default, '
+        'reduce-overhead, max-autotune, ...); the first iterations take longer')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -123,7 +127,7 @@ def _runner_keys() -> set:
     """Top-level keys the Runner reads, so --cfg-options may add them when absent."""
     from mmengine.runner import Runner
     params = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
-    return params | {'model_wrapper_cfg', 'find_unused_parameters', 'runner_type'}
+    return params | {'model_wrapper_cfg', 'find_unused_parameters', 'runner_type', 'compile'}
 
 
 def check_cfg_options(cfg, options: dict) -> None:
@@ -194,7 +198,7 @@ def check_data(cfg, phases) -> None:
 
 
 def apply_common_args(cfg, args, config_path: str) -> None:
-    """--work-dir and --launcher, the same way for train and test."""
+    """--work-dir, --launcher and --compile, the same way for train and test."""
     # Priority: --work-dir, then the config's work_dir, then work_dirs/<config name>.
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -204,6 +208,9 @@ def apply_common_args(cfg, args, config_path: str) -> None:
     cfg.launcher = args.launcher
     if args.launcher != 'none':
         use_cpu_distributed_if_no_gpu(cfg)
+    if args.compile:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []),
+                            dict(type='cmt_mm.CompileHook', mode=args.compile)]
 
 
 def use_cpu_distributed_if_no_gpu(cfg) -> None:

@@ -179,6 +179,22 @@ def test_work_dir_defaults_to_config_name(config, train_module):
     assert cfg.work_dir == 'cli'
 
 
+def test_compile_flag_adds_the_compile_hook(config, train_module):
+    from mmengine.config import Config
+    train = train_module
+
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    train.apply_common_args(cfg, train.parse_args([config]), config)
+    assert 'custom_hooks' not in cfg
+    for flag, mode in ((['--compile'], 'default'),
+                       (['--compile', 'max-autotune'], 'max-autotune')):
+        cfg = Config.fromfile(config, import_custom_modules=False)
+        cfg.custom_hooks = [dict(type='EMAHook')]
+        train.apply_common_args(cfg, train.parse_args([config, *flag]), config)
+        assert cfg.custom_hooks == [dict(type='EMAHook'),
+                                    dict(type='cmt_mm.CompileHook', mode=mode)]
+
+
 @pytest.mark.skipif(torch_cuda_available(), reason='checks the machine without a GPU')
 def test_pytorch_launcher_without_gpu_uses_gloo(config, train_module):
     from mmengine.config import Config

@@ -1,8 +1,9 @@
 from .checkpoint_hook import AtomicCheckpointHook, atomic_write
+from .compile_hook import CompileHook
 from .iteration_seed_hook import IterationSeedHook
 from .non_finite_loss_hook import NonFiniteLossHook, TrainingDivergedError
 
 __all__ = [
-    'AtomicCheckpointHook', 'IterationSeedHook', 'NonFiniteLossHook', 'TrainingDivergedError',
-    'atomic_write'
+    'AtomicCheckpointHook', 'CompileHook', 'IterationSeedHook', 'NonFiniteLossHook',
+    'TrainingDivergedError', 'atomic_write'
 ]
