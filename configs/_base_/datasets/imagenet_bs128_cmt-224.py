@@ -17,11 +17,16 @@ train_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile')] + _base_.train_pipe
 test_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black')
                  ] + _base_.test_pipeline[1:]
 
+# default_collate: one tensor per batch from the workers (see cifar10-jpg_bs1024_64px.py).
 train_dataloader = dict(
     batch_size=128,
     num_workers=8,
+    collate_fn=dict(type='default_collate'),
     dataset=dict(data_root=data_root, pipeline=train_pipeline),
     sampler=dict(type='RepeatAugSampler', shuffle=True))
 val_dataloader = dict(
-    batch_size=128, num_workers=8, dataset=dict(data_root=data_root, pipeline=test_pipeline))
+    batch_size=128,
+    num_workers=8,
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -45,16 +45,19 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# default_collate: one tensor per batch from the workers (see cifar10-jpg_bs1024_64px.py).
 train_dataloader = dict(
     batch_size=64,
     num_workers=8,
     persistent_workers=True,
+    collate_fn=dict(type='default_collate'),
     dataset=dict(pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
     batch_size=64,
     num_workers=8,
     persistent_workers=True,
+    collate_fn=dict(type='default_collate'),
     dataset=dict(pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
 val_evaluator = dict(type='Accuracy', topk=(1, 5))

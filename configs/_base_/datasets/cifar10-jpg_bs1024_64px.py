@@ -28,11 +28,14 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# default_collate stacks each batch into one tensor in the worker: mmengine's default (a list
+# of per-image tensors) costs the training process ~1 s per 1024 images to receive.
 train_dataloader = dict(
-    batch_size=256,
+    batch_size=1024,
     num_workers=12,
     persistent_workers=True,
     pin_memory=True,
+    collate_fn=dict(type='default_collate'),
     dataset=dict(
         type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
@@ -41,6 +44,7 @@ val_dataloader = dict(
     num_workers=12,
     persistent_workers=True,
     pin_memory=True,
+    collate_fn=dict(type='default_collate'),
     dataset=dict(
         type=dataset_type, data_root=data_root, data_prefix='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
