@@ -344,6 +344,9 @@ class CMT(BaseModule):
         self.out_norms = nn.ModuleDict({
             str(i): build_norm_layer(out_norm_cfg, self.embed_dims[i])[1] if out_norm_cfg
             else nn.Identity() for i in self.out_indices})
+        # The stages run their convolutions channels_last (see map_to_tokens), so gradients come
+        # out in that layout; weights in it too spare DDP a copy of each into its buckets.
+        self.to(memory_format=torch.channels_last)
         self._freeze_stages()
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:

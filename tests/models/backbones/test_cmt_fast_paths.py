@@ -104,3 +104,12 @@ def test_inductor_compiled_inference_gives_the_same_outputs():
     assert_outputs_close(outs, expected)
     # One graph: the inference cache of the resized bias must not split it.
     assert counters['stats']['unique_graphs'] == 1
+
+
+def test_gradients_come_in_the_layout_of_their_weights():
+    """DDP copies every gradient whose strides differ from its parameter's into its bucket
+    (warning 'Grad strides do not match bucket view strides')."""
+    model = tiny(COMPILE_ARCH).train()
+    model(torch.randn(2, 3, 64, 64))[-1].float().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad.stride() == param.stride(), name
