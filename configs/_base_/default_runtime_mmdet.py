@@ -3,8 +3,10 @@
 #   afterwards, so a kill never leaves a corrupt or missing latest checkpoint (--resume auto);
 # - a NaN or infinite loss stops training with an error naming the iteration and the loss terms
 #   (under --amp after 3 in a row, whose steps the loss scaler skips), before anything is saved;
-# - the random generators are seeded at every iteration from the seed and the iteration, so a
-#   resumed run draws the random numbers of the uninterrupted one.
+# - the random generators are seeded at every iteration from the seed and the iteration, and the
+#   data pipeline's before every sample from the seed, the epoch and the sample's position, so a
+#   resumed run draws the random numbers and augmentations of the uninterrupted one, whatever
+#   the dataloader workers (persistent or not, any number).
 # default_hooks = dict(non_finite_loss=None) (or iteration_seed=None) switches one off.
 _base_ = 'mmdet::_base_/default_runtime.py'
 

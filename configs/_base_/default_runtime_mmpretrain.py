@@ -1,5 +1,5 @@
 # mmpretrain's runtime with cmt_mm's safeguards for long runs: atomic checkpoints, a clear stop
-# on a non-finite loss, per-iteration seeding; see default_runtime_mmdet.py.
+# on a non-finite loss, per-iteration and per-sample seeding; see default_runtime_mmdet.py.
 _base_ = 'mmpretrain::_base_/default_runtime.py'
 
 default_hooks = dict(

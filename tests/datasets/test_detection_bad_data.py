@@ -1,7 +1,8 @@
 """A COCO dataset full of awkward cases trains and evaluates a CMT detector to the end.
 
 The images: grayscale, RGBA and 16-bit PNGs, an EXIF-rotated JPEG, a truncated JPEG, sizes that
-are not multiples of 32, 20x20 (under CMT's 32 px) and 2000x40, one without objects. The
+are not multiples of 32, 20x20 (under CMT's 32 px), 2000x40, 2000x4 and 4x2000 (which Resize
+would scale to 1 and 0 px at 64, were they not padded when loaded), one without objects. The
 annotations: zero-area, outside and partly outside boxes, a crowd region, category ids that are
 not contiguous. tools/train.py trains the shapes demo's Mask R-CNN (configs/demo/, which takes
 its data pipelines from the shipped COCO base) for one epoch at 64 px and evaluates it with
@@ -137,6 +138,10 @@ def write_dataset(root):
         plain(40, 2000, [(900, 5, 200, 30)], 10))
     add('odd_size.png', 45, 70, [box_annotation((10, 5, 40, 30), 'star')],
         plain(45, 70, [(10, 5, 40, 30)], 11))
+    add('thin_wide.png', 4, 2000, [box_annotation((900, 0, 200, 4), 'circle')],
+        plain(4, 2000, [(900, 0, 200, 4)], 13))
+    add('thin_tall.png', 2000, 4, [box_annotation((0, 900, 4, 200), 'star')],
+        plain(2000, 4, [(0, 900, 4, 200)], 14))
     add('no_objects.jpg', 64, 64, [], plain(64, 64, [], 12))
 
     categories = [dict(id=i, name=name) for name, i in CATEGORY_IDS.items()]
@@ -182,9 +187,12 @@ def test_evaluation_pipeline_gives_every_image_upright_at_its_annotated_size(sma
     for i in range(len(dataset)):
         sample = dataset[i]['data_samples']
         info = images[osp.basename(sample.img_path)]
-        assert sample.ori_shape == (info['height'], info['width']), sample.img_path
+        # Over 32 times as long as wide, padded (at the bottom or right) to 1/32 of the length.
+        short_side = math.ceil(max(info['height'], info['width']) / 32)
+        assert sample.ori_shape == (max(info['height'], short_side),
+                                    max(info['width'], short_side)), sample.img_path
         height, width = sample.img_shape
-        assert max(height, width) == 64 and min(height, width) >= 1
+        assert max(height, width) == 64 and min(height, width) >= 2  # 1 px fails once flipped
 
 
 def test_one_epoch_and_coco_evaluation_finish(small_run, tmp_path):
@@ -199,6 +207,9 @@ def test_one_epoch_and_coco_evaluation_finish(small_run, tmp_path):
     warnings = [line for line in log.splitlines() if 'WARNING' in line and truncated in line]
     assert any('skipped, another sample is loaded' in line for line in warnings), warnings
     assert any('a black image stands in' in line for line in warnings), warnings
+    for name in ('wide.png', 'thin_wide.png', 'thin_tall.png'):
+        thin = osp.join(osp.dirname(config), 'images', name)
+        assert any(thin in line and 'padded with black' in line for line in log.splitlines())
 
     scalars = list(work_dir.glob('*/vis_data/scalars.json'))
     assert len(scalars) == 1

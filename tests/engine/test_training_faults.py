@@ -4,7 +4,10 @@ with one clear line.
 
 tools/train.py runs as a subprocess, as users run it, on a tiny CMT classifier (16 generated
 32x32 images, 4 iterations per epoch) with random crops, flips and drop path, on the shipped
-mmpretrain runtime (configs/_base_/default_runtime_mmpretrain.py).
+mmpretrain runtime (configs/_base_/default_runtime_mmpretrain.py). Its data augmentations run
+in one dataloader worker started with each epoch, or in two persistent ones, as in the shipped
+configs: a resumed run starts new workers, and repeats the augmentations because its
+IterationSeedHook seeds each sample from the seed, the epoch and the sample's position.
 """
 import json
 import os
@@ -46,6 +49,7 @@ pipeline = [
     dict(type='PackInputs'),
 ]
 # One worker, started with each epoch: the augmentations run there (see IterationSeedHook).
+# PERSISTENT_WORKERS below: two workers, kept from one epoch to the next.
 train_dataloader = dict(
     batch_size=4, num_workers=1, persistent_workers=False,
     dataset=dict(type='CustomDataset', data_root={data_root!r}, pipeline=pipeline),
@@ -58,6 +62,11 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval={interval}, max_keep_ckpts=1))
 log_processor = dict(window_size=1)  # the loss of each iteration, not a moving average
 randomness = dict(seed=0)
+"""
+
+PERSISTENT_WORKERS = """
+_base_ = {base!r}
+train_dataloader = dict(num_workers=2, persistent_workers=True)
 """
 
 # Test-only: SIGKILL the process halfway through writing a file whose name contains NAME
@@ -197,16 +206,21 @@ def load_weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
-def kill_inside_second_epoch(run: Run) -> None:
-    """SIGKILL as soon as a checkpoint inside the second epoch is the latest."""
+def kill_inside_second_epoch(*runs: Run) -> None:
+    """SIGKILL each run as soon as a checkpoint inside its second epoch is the latest."""
     deadline = time.monotonic() + TIMEOUT
-    last_checkpoint = run.work_dir / 'last_checkpoint'
-    while not (last_checkpoint.is_file()
-               and checkpoint_iteration(latest_checkpoint(run.work_dir)) >= 6):
-        assert run.proc.poll() is None, 'the run ended before it could be killed'
+    running = list(runs)
+    while running:
+        for run in list(running):
+            last_checkpoint = run.work_dir / 'last_checkpoint'
+            if (last_checkpoint.is_file()
+                    and checkpoint_iteration(latest_checkpoint(run.work_dir)) >= 6):
+                os.kill(run.proc.pid, signal.SIGKILL)
+                running.remove(run)
+            else:
+                assert run.proc.poll() is None, 'the run ended before it could be killed'
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    os.kill(run.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope='module')
@@ -216,6 +230,8 @@ def runs(tiny_config, tmp_path_factory):
     Returns the finished runs by name, and what a kill while saving left in the work dir.
     """
     root = tmp_path_factory.mktemp('runs')
+    persistent = root / 'persistent_workers.py'
+    persistent.write_text(PERSISTENT_WORKERS.format(base=str(tiny_config)))
     (root / 'kill_while_writing.py').write_text(KILL_WHILE_WRITING.format(name='iter_9.pth'))
     killed_at_save = root / 'killed_at_save.py'
     killed_at_save.write_text(f'_base_ = {str(tiny_config)!r}\n'
@@ -227,31 +243,38 @@ def runs(tiny_config, tmp_path_factory):
                         "model = dict(head=dict(loss=dict(type='NaNFromIterationLoss')))\n"
                         'default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=-1))\n')
 
+    configs = dict(killed=tiny_config, killed_at_save=tiny_config, killed_persistent=persistent)
     started = dict(
         uninterrupted=Run(tiny_config, root / 'uninterrupted'),
+        uninterrupted_persistent=Run(persistent, root / 'uninterrupted_persistent'),
         killed=Run(tiny_config, root / 'killed'),
+        killed_persistent=Run(persistent, root / 'killed_persistent'),
         killed_at_save=Run(killed_at_save, root / 'killed_at_save', python_path=root),
         nan=Run(nan_at_3, root / 'nan', python_path=root))
-    kill_inside_second_epoch(started['killed'])
+    kill_inside_second_epoch(started['killed'], started['killed_persistent'])
     finished = {name: run.wait() for name, run in started.items()}
     after_save_kill = root / 'killed_at_save'
     left_by_save_kill = dict(files=sorted(os.listdir(after_save_kill)),
                              latest=latest_checkpoint(after_save_kill))
 
-    resumed = {f'{name}_resumed': Run(tiny_config, root / name, '--resume')
-               for name in ('killed', 'killed_at_save')}
+    resumed = {f'{name}_resumed': Run(config, root / name, '--resume')
+               for name, config in configs.items()}
     finished.update({name: run.wait() for name, run in resumed.items()})
     return finished, left_by_save_kill
 
 
-@pytest.fixture(scope='module')
-def uninterrupted(runs):
+def never_stopped(runs, name: str):
     """The reference: the run never stopped; (work_dir, losses by iteration)."""
-    run = runs[0]['uninterrupted']
+    run = runs[0][name]
     run.assert_ok()
     losses = newest_losses(run.work_dir)
     assert sorted(losses) == list(range(1, MAX_ITERS + 1))
     return run.work_dir, losses
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(runs):
+    return never_stopped(runs, 'uninterrupted')
 
 
 def assert_resumed_run_repeats(uninterrupted, run: Run, resumed_from: int):
@@ -269,14 +292,21 @@ def assert_resumed_run_repeats(uninterrupted, run: Run, resumed_from: int):
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
-def test_killed_mid_epoch_resumes_as_if_never_stopped(runs, uninterrupted):
-    killed = runs[0]['killed']
+@pytest.mark.parametrize('workers', ['', '_persistent'])
+def test_killed_mid_epoch_resumes_as_if_never_stopped(runs, workers):
+    killed, resumed = runs[0][f'killed{workers}'], runs[0][f'killed{workers}_resumed']
     assert killed.returncode == -signal.SIGKILL, killed.log[-3000:]
     resumed_from = int(re.search(r'Auto resumed from the latest checkpoint .*iter_(\d+)\.pth',
-                                 runs[0]['killed_resumed'].log)[1])
+                                 resumed.log)[1])
     assert resumed_from >= 6 and resumed_from % ITERS_PER_EPOCH != 0  # inside an epoch
-    assert f'its first {resumed_from % ITERS_PER_EPOCH} batches' in runs[0]['killed_resumed'].log
-    assert_resumed_run_repeats(uninterrupted, runs[0]['killed_resumed'], resumed_from)
+    assert f'its first {resumed_from % ITERS_PER_EPOCH} batches' in resumed.log
+    assert_resumed_run_repeats(never_stopped(runs, f'uninterrupted{workers}'), resumed,
+                               resumed_from)
+
+
+def test_augmentations_do_not_depend_on_the_workers(runs, uninterrupted):
+    """One worker started with each epoch or two persistent ones: the same training."""
+    assert never_stopped(runs, 'uninterrupted_persistent')[1] == uninterrupted[1]
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(runs, uninterrupted):

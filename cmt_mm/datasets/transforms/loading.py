@@ -1,7 +1,8 @@
 """Image loading that survives unusual and broken image files."""
 import io
 import logging
-from typing import Optional
+import math
+from typing import Optional, Tuple
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -31,7 +32,29 @@ class SafeLoadImageFromFile(BaseTransform):
       pillow backend saturate them to white);
     - the EXIF orientation is applied, as mmcv's default OpenCV loading does, so the image is
       the upright one that annotation tools show;
-    - any size is returned as is: the pipeline's resizing and padding deal with it.
+    - any size is kept, the pipeline's resizing and padding deal with it, except an image whose
+      long side is more than ``max_aspect_ratio`` times its short side (say 2000 x 4 pixels),
+      which is padded, see below.
+
+    Keeping the aspect ratio, mmdet's ``Resize`` scales the short side of a 2000 x 4 image to 0
+    pixels (at 128 x 128; at 1333 x 800 from 2667:1 on), and OpenCV raises an error that ends
+    the run; at 1 pixel, mmdet's ``PackDetInputs`` fails on the image once flipped along it.
+    mmpretrain's ``ResizeEdge`` to a short side of 256 makes a 1 x 40000 image 10 million
+    pixels long and runs out of memory. Such an image is padded with black at the bottom (or
+    right) until its short side is 1/``max_aspect_ratio`` of its long side, with a warning
+    naming it, and the padded image stands in for the file: ``ori_shape`` is its size.
+    Padding at the bottom and right keeps every pixel's coordinates, so
+
+    - the annotations' boxes and polygons stay valid as they are, and their RLE masks are
+      padded too: mmdet's ``LoadAnnotations`` draws masks at ``ori_shape``, and ``Resize``
+      resizes them with the image;
+    - predictions come back in the file's coordinates, on the padded size: mmdet clips boxes to
+      the (padded) image, so one may reach into the padding, and pastes masks on an image of
+      ``ori_shape``. They cannot have the file's size: on the CPU, mmdet fails to paste a mask
+      whose box lies in the padding, outside such an image. COCO evaluation scores the boxes
+      as any others, but matches no mask of another size than the annotated image's: the
+      masks predicted for a padded image count as not found, and mmdet's visualizer, which
+      draws on the file's image, fails on them.
 
     For an image identical to what mmcv's default loading returns for ordinary files (the same
     libjpeg-turbo decoder), about 10% slower.
@@ -50,6 +73,10 @@ class SafeLoadImageFromFile(BaseTransform):
     Args:
         to_float32 (bool): Return a float32 array instead of uint8. Defaults to False.
         on_error (str): 'skip' or 'black', see above. Defaults to 'skip'.
+        max_aspect_ratio (float, optional): The longest image (long side over short side)
+            kept as it is; a longer one is padded, see above. The default keeps the short side
+            at 2 pixels or more where resizing leaves the long side 48 pixels or more. None:
+            no padding. Defaults to 32.
         backend_args (dict, optional): Arguments of the file backend that reads the file,
             as for mmcv's ``LoadImageFromFile``. Defaults to None (by the path's prefix).
     """
@@ -57,11 +84,16 @@ class SafeLoadImageFromFile(BaseTransform):
     def __init__(self,
                  to_float32: bool = False,
                  on_error: str = 'skip',
+                 max_aspect_ratio: Optional[float] = 32.,
                  backend_args: Optional[dict] = None) -> None:
         if on_error not in ('skip', 'black'):
             raise ValueError(f"on_error must be 'skip' or 'black', got {on_error!r}")
+        if max_aspect_ratio is not None and not max_aspect_ratio >= 1:
+            raise ValueError(f'max_aspect_ratio must be 1 or more (or None: no padding), got '
+                             f'{max_aspect_ratio!r}')
         self.to_float32 = to_float32
         self.on_error = on_error
+        self.max_aspect_ratio = max_aspect_ratio
         self.backend_args = None if backend_args is None else backend_args.copy()
 
     def transform(self, results: dict) -> Optional[dict]:
@@ -73,12 +105,38 @@ class SafeLoadImageFromFile(BaseTransform):
             if img is None:
                 return None
 
+        padded_shape = self._padded_shape(img.shape[:2])
+        if padded_shape != img.shape[:2]:
+            img = self._pad_thin(img, padded_shape, filename, results)
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
         return results
+
+    def _padded_shape(self, shape: Tuple[int, int]) -> Tuple[int, int]:
+        """(height, width) with the short side grown to 1/max_aspect_ratio of the long side."""
+        if self.max_aspect_ratio is None:
+            return shape
+        short_side = math.ceil(max(shape) / self.max_aspect_ratio)
+        return max(shape[0], short_side), max(shape[1], short_side)
+
+    def _pad_thin(self, img: np.ndarray, shape: Tuple[int, int], filename: str,
+                  results: dict) -> np.ndarray:
+        height, width = img.shape[:2]
+        side = 'bottom' if shape[0] > height else 'right'
+        print_log(f'the image {filename} is {width} x {height} pixels, too thin to resize: '
+                  f'padded with black at the {side} to {shape[1]} x {shape[0]} (over '
+                  f'max_aspect_ratio={self.max_aspect_ratio:g}); boxes keep their coordinates, '
+                  'masks get the padded size', logger='current', level=logging.WARNING)
+        padded = np.zeros((*shape, img.shape[2]), img.dtype)
+        padded[:height, :width] = img
+        for instance in results.get('instances', []):
+            mask = instance.get('mask')
+            if isinstance(mask, dict) and 'counts' in mask and 'size' in mask:
+                instance['mask'] = pad_rle(mask, shape)
+        return padded
 
     @staticmethod
     def decode(content: bytes) -> np.ndarray:
@@ -110,4 +168,19 @@ class SafeLoadImageFromFile(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(to_float32={self.to_float32}, '
-                f"on_error='{self.on_error}', backend_args={self.backend_args})")
+                f"on_error='{self.on_error}', max_aspect_ratio={self.max_aspect_ratio}, "
+                f'backend_args={self.backend_args})')
+
+
+def pad_rle(rle: dict, shape: Tuple[int, int]) -> dict:
+    """A COCO RLE mask (compressed or not) on a canvas of ``shape`` grown at the bottom and
+    right, compressed, as mmdet's ``LoadAnnotations`` reads it (``counts`` a str)."""
+    from pycocotools import mask as mask_utils  # a dependency of detection only
+
+    height, width = rle['size']
+    if isinstance(rle['counts'], list):
+        rle = mask_utils.frPyObjects(rle, height, width)
+    mask = np.zeros(shape, np.uint8, order='F')
+    mask[:height, :width] = mask_utils.decode(rle)
+    padded = mask_utils.encode(mask)
+    return dict(size=[int(n) for n in padded['size']], counts=padded['counts'].decode())

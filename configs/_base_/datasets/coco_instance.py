@@ -8,7 +8,9 @@ data_root = '{{$COCO_ROOT:data/coco/}}'
 # cmt_mm's image loader: any image mode, bit depth and EXIF orientation becomes the upright
 # 3-channel image; a file that cannot be read is skipped in training and scored as a black image
 # in evaluation, with a warning naming it. Images under 32 px are trained on too (mmdet drops
-# them): Resize scales them up, and padding to multiples of 32 meets CMT's minimum.
+# them): Resize scales them up, and padding to multiples of 32 meets CMT's minimum. An image over
+# 32 times as long as wide (2000 x 4 px), which Resize would scale to 0 px, is padded with black
+# at the bottom or right, with a warning; its boxes keep their coordinates.
 train_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile')] + _base_.train_pipeline[1:]
 test_pipeline = [dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black')
                  ] + _base_.test_pipeline[1:]
