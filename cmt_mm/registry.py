@@ -6,6 +6,7 @@ below on first use.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
+from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
@@ -22,3 +23,5 @@ HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='cmt_mm', locations=['cmt_
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope='cmt_mm', locations=['cmt_mm.engine'])
 TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS, scope='cmt_mm', locations=['cmt_mm.datasets'])
+METRICS = Registry(
+    'metric', parent=MMENGINE_METRICS, scope='cmt_mm', locations=['cmt_mm.evaluation'])

@@ -7,9 +7,10 @@ evaluation tests send predictions through mmdet's own box and mask heads, which 
 with the padded image's scale_factor and paste masks on an image of ori_shape (the padded
 size): perfect boxes must score 1 in COCO evaluation (a shift or a wrong scale scores less),
 perfect masks cover exactly the object in the file's part of the padded size, and a box in the
-padding must not fail. (COCO's mask evaluation matches no mask of another size than the
-annotated image's, so it counts these masks as not found; see SafeLoadImageFromFile.)
+padding must not fail. COCO's mask evaluation matches no mask of another size than the
+annotated image's: cmt_mm.CocoMetric cuts the predictions back to it, mmdet's does not.
 """
+import copy
 import json
 import logging
 from pathlib import Path
@@ -176,10 +177,14 @@ def perfect_predictions(boxes: torch.Tensor, labels: torch.Tensor, meta: dict) -
 
 @pytest.mark.parametrize('scale', [(128, 128), SHIPPED_SCALE])
 def test_evaluation_takes_perfect_predictions_back_to_the_file_coordinates(thin_coco, scale):
-    from mmdet.evaluation import CocoMetric
+    from mmdet.evaluation import CocoMetric as MMDetCocoMetric
+
+    from cmt_mm.evaluation import CocoMetric
     dataset = build_dataset(thin_coco, 'val', scale)
-    metric = CocoMetric(ann_file=str(thin_coco / 'annotations.json'), metric='bbox')
-    metric.dataset_meta = dataset.metainfo
+    metrics = [cls(ann_file=str(thin_coco / 'annotations.json'), metric=['bbox', 'segm'])
+               for cls in (CocoMetric, MMDetCocoMetric)]
+    for metric in metrics:
+        metric.dataset_meta = dataset.metainfo
     for name, (info, sample) in samples(dataset).items():
         meta = sample['data_samples'].metainfo
         assert meta['ori_shape'] == PADDED[name], name
@@ -193,9 +198,11 @@ def test_evaluation_takes_perfect_predictions_back_to_the_file_coordinates(thin_
         expected = np.zeros(PADDED[name], bool)
         expected[y:y + h, x:x + w] = True
         assert np.array_equal(mask, expected), name
-        metric.process({}, [prediction])
-    scores = metric.evaluate(size=len(dataset))
-    assert scores['coco/bbox_mAP'] == 1.0, scores
+        for metric in metrics:
+            metric.process({}, [copy.deepcopy(prediction)])  # as mmengine's Evaluator: a copy
+    ours, mmdets = (metric.evaluate(size=len(dataset)) for metric in metrics)
+    assert ours['coco/bbox_mAP'] == 1.0 and ours['coco/segm_mAP'] == 1.0, ours
+    assert mmdets['coco/segm_mAP'] < 1.0, mmdets  # the padded images' masks: not found
 
 
 def test_a_box_predicted_in_the_padding_gets_its_mask(thin_coco):

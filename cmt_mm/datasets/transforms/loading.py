@@ -51,10 +51,11 @@ class SafeLoadImageFromFile(BaseTransform):
     - predictions come back in the file's coordinates, on the padded size: mmdet clips boxes to
       the (padded) image, so one may reach into the padding, and pastes masks on an image of
       ``ori_shape``. They cannot have the file's size: on the CPU, mmdet fails to paste a mask
-      whose box lies in the padding, outside such an image. COCO evaluation scores the boxes
-      as any others, but matches no mask of another size than the annotated image's: the
-      masks predicted for a padded image count as not found, and mmdet's visualizer, which
-      draws on the file's image, fails on them.
+      whose box lies in the padding, outside such an image. pycocotools matches no mask of
+      another size than the annotated image's: ``cmt_mm.CocoMetric`` (the shipped configs'
+      evaluator) cuts the predictions back to that size; mmdet's ``CocoMetric`` would count
+      these masks as not found. mmdet's visualizer (``--show-dir``), which draws on the file's
+      image, fails on them.
 
     For an image identical to what mmcv's default loading returns for ordinary files (the same
     libjpeg-turbo decoder), about 10% slower.

@@ -19,5 +19,7 @@ train_dataloader = dict(
     dataset=dict(data_root=data_root, filter_cfg=dict(min_size=0), pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+val_evaluator = dict(
+    type='cmt_mm.CocoMetric',  # scores predictions on padded, too-thin images too
+    ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
