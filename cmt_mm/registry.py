@@ -11,6 +11,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import \
     OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='cmt_mm', locations=['cmt_mm.models'])
@@ -25,3 +26,6 @@ TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS, scope='cmt_mm', locations=['cmt_mm.datasets'])
 METRICS = Registry(
     'metric', parent=MMENGINE_METRICS, scope='cmt_mm', locations=['cmt_mm.evaluation'])
+VISUALIZERS = Registry(
+    'visualizer', parent=MMENGINE_VISUALIZERS, scope='cmt_mm',
+    locations=['cmt_mm.visualization'])

@@ -14,3 +14,5 @@ default_hooks = dict(
     checkpoint=dict(type='cmt_mm.AtomicCheckpointHook'),
     non_finite_loss=dict(type='cmt_mm.NonFiniteLossHook'),
     iteration_seed=dict(type='cmt_mm.IterationSeedHook'))
+# mmdet's visualizer, drawing padded (too-thin) images as the model saw them (--show-dir)
+visualizer = dict(type='cmt_mm.DetLocalVisualizer')

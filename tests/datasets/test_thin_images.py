@@ -277,3 +277,33 @@ def test_classification_evaluation_keeps_a_thin_image_small(tmp_path):
             height, width = results['img'].shape[:2]
             assert height == 256 and width <= 32 * 256
     assert results['inputs'].shape == (3, 224, 224)
+
+
+def test_show_dir_draws_the_padded_image_with_its_masks(thin_coco, tmp_path):
+    """tools/test.py --show-dir: mmdet's visualization hook reads the file again (4 x 2000) and
+    mmdet's visualizer cannot draw masks of the padded size on it; cmt_mm's pads it the same."""
+    from mmdet.structures import DetDataSample
+    from mmdet.visualization import DetLocalVisualizer as MMDetLocalVisualizer
+    from mmengine.structures import InstanceData
+
+    from cmt_mm.visualization import DetLocalVisualizer
+    info, sample = samples(build_dataset(thin_coco, 'val', SHIPPED_SCALE))['wide.png']
+    meta = sample['data_samples'].metainfo
+    boxes, labels = objects_in_input(info, meta)
+    data_sample = DetDataSample(metainfo=meta)
+    data_sample.pred_instances = InstanceData(
+        **perfect_predictions(boxes, labels, meta)['pred_instances'])
+    image = np.asarray(Image.open(info['img_path']).convert('RGB'))
+    assert image.shape[:2] == (4, 2000)
+
+    with pytest.raises(AssertionError):  # mmdet's: masks and image of different sizes
+        mmdet_visualizer = MMDetLocalVisualizer(name='mmdet_thin')
+        mmdet_visualizer.dataset_meta = dict(classes=CLASSES)
+        mmdet_visualizer.add_datasample('wide', image, data_sample, draw_gt=False)
+    visualizer = DetLocalVisualizer(name='cmt_mm_thin')
+    visualizer.dataset_meta = dict(classes=CLASSES)
+    out_file = tmp_path / 'wide.png'
+    visualizer.add_datasample('wide', image, data_sample, draw_gt=False, out_file=str(out_file))
+    drawn = np.asarray(Image.open(out_file))
+    assert drawn.shape[:2] == PADDED['wide.png']
+    assert not drawn[4:].any() or drawn[4:].mean() < drawn[:4].mean()  # the padding stays dark
