@@ -54,8 +54,8 @@ class SafeLoadImageFromFile(BaseTransform):
       whose box lies in the padding, outside such an image. pycocotools matches no mask of
       another size than the annotated image's: ``cmt_mm.CocoMetric`` (the shipped configs'
       evaluator) cuts the predictions back to that size; mmdet's ``CocoMetric`` would count
-      these masks as not found. mmdet's visualizer (``--show-dir``), which draws on the file's
-      image, fails on them.
+      these masks as not found. ``cmt_mm.DetLocalVisualizer`` (``--show-dir``) pads the file's
+      image the same way before drawing them; mmdet's would fail.
 
     For an image identical to what mmcv's default loading returns for ordinary files (the same
     libjpeg-turbo decoder), about 10% slower.
