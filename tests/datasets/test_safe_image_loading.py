@@ -3,7 +3,6 @@ image, skips (training) or blacks out (evaluation) a file that cannot be read wi
 names it, and the shipped classification pipelines turn any image size into the model's input.
 """
 import io
-import logging
 import os.path as osp
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import mmcv
 import numpy as np
 import pytest
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from PIL import Image
 
@@ -37,18 +35,6 @@ def jpeg_bytes(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format='JPEG', quality=95)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def logged_warnings():
-    """Messages of the warnings logged through mmengine's current logger."""
-    messages = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
 
 
 def load(path, **kwargs):

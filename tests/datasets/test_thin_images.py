@@ -12,7 +12,6 @@ annotated image's: cmt_mm.CocoMetric cuts the predictions back to it, mmdet's do
 """
 import copy
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -218,18 +216,6 @@ def test_a_box_predicted_in_the_padding_gets_its_mask(thin_coco):
     assert np.abs(np.array(bounding_box(mask)) - in_file.numpy()).max() <= 1
     with pytest.raises(RuntimeError, match='upper bound and lower bound inconsistent'):
         perfect_predictions(box, label, dict(meta, ori_shape=(4, 2000)))
-
-
-@pytest.fixture
-def logged_warnings():
-    """Messages of the warnings logged through mmengine's current logger."""
-    messages = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize('name', list(IMAGES))

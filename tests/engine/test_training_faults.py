@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
+
+from tiny_data import write_two_class_images
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -130,19 +131,11 @@ class NaNFromIterationLoss(CrossEntropyLoss):
 
 @pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
-    from PIL import Image
-
     root = tmp_path_factory.mktemp('faults')
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(['cat', 'dog']):
-        os.makedirs(root / 'data' / name)
-        for i in range(8):
-            pixels = (rng.integers(0, 128, (32, 32, 3)) + 127 * label).astype(np.uint8)
-            Image.fromarray(pixels).save(root / 'data' / name / f'{name}{i}.png')
     path = root / 'tiny_cmt_cls.py'
     path.write_text(CONFIG.format(
         runtime=osp.join(REPO, 'configs', '_base_', 'default_runtime_mmpretrain.py'),
-        data_root=str(root / 'data'), max_epochs=MAX_ITERS // ITERS_PER_EPOCH,
+        data_root=str(write_two_class_images(root)), max_epochs=MAX_ITERS // ITERS_PER_EPOCH,
         interval=CHECKPOINT_INTERVAL))
     return path
 

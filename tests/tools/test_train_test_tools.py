@@ -12,8 +12,9 @@ import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+
+from tiny_data import write_two_class_images
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -70,19 +71,9 @@ resume = False
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
     """A tiny classification config plus its 16-image, two-class dataset."""
-    from PIL import Image
-
     root = tmp_path_factory.mktemp('tools')
-    rng = np.random.default_rng(0)
-    for label, name in enumerate(['cat', 'dog']):
-        os.makedirs(root / 'data' / name)
-        for i in range(8):
-            # Class 0 dark, class 1 bright: learnable in one epoch, but any value works.
-            pixels = (rng.integers(0, 128, (32, 32, 3)) + 127 * label).astype(np.uint8)
-            # Unique names: --show-dir names its drawings after the images.
-            Image.fromarray(pixels).save(root / 'data' / name / f'{name}{i}.png')
     path = root / 'tiny_cls.py'
-    path.write_text(CONFIG.format(data_root=str(root / 'data')))
+    path.write_text(CONFIG.format(data_root=str(write_two_class_images(root))))
     return str(path)
 
 
