@@ -18,8 +18,9 @@ What one step is:
 
 Timing: ``warmup`` steps, then ``repeats`` runs of as many steps as fill ``min_repeat_time``
 seconds, timed with CUDA events; the median per step is reported. Peak memory is torch's
-``max_memory_allocated`` over the warm-up and the runs: weights, gradients, optimizer state and
-activations.
+``max_memory_allocated`` over the timed runs: weights, gradients, optimizer state and
+activations. The warm-up is left out: its one-off allocations (with ``cudnn.benchmark``, cuDNN
+tries its algorithms, each with its own workspace, in the first steps) are not what a run holds.
 
 Complexity, two figures (FLOPs = 2 x MACs throughout):
 
@@ -85,7 +86,7 @@ class Settings:
     det_train_batch: int = 2
     warmup: int = 5
     repeats: int = 5
-    min_repeat_time: float = 0.1
+    min_repeat_time: float = 0.5  # 0.1 timed a 0.25 s detection step once per run: +-15%
     with_cp: Optional[bool] = None  # None keeps the config's
     channels_last: bool = False
     compile_mode: Optional[str] = None  # a torch.compile mode ('default', ...); None: eager
@@ -147,10 +148,10 @@ def _elapsed(step: Callable, device: torch.device, steps: int) -> float:
 def time_steps(step: Callable, device: torch.device, warmup: int, repeats: int,
                min_repeat_time: float) -> Timing:
     """Warm up, then time ``repeats`` runs of ``step``, each lasting ``min_repeat_time``."""
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):
         step()
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
     one = _elapsed(step, device, 1)
     steps = max(1, math.ceil(min_repeat_time / max(one, 1e-6)))
     seconds = [_elapsed(step, device, steps) / steps for _ in range(repeats)]
@@ -645,7 +646,7 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--repeats', type=int, help='timed runs; the median is reported '
                         '(default: 5)')
     parser.add_argument('--min-repeat-time', type=float,
-                        help='seconds each timed run lasts at least (default: 0.1)')
+                        help='seconds each timed run lasts at least (default: 0.5)')
     parser.add_argument('--with-cp', action=argparse.BooleanOptionalAction,
                         help='override the backbone\'s with_cp (activation checkpointing)')
     parser.add_argument('--channels-last', action='store_true',

@@ -6,13 +6,16 @@
 # - the random generators are seeded at every iteration from the seed and the iteration, and the
 #   data pipeline's before every sample from the seed, the epoch and the sample's position, so a
 #   resumed run draws the random numbers and augmentations of the uninterrupted one, whatever
-#   the dataloader workers (persistent or not, any number).
+#   the dataloader workers (persistent or not, any number);
+# - persistent dataloader workers are stopped when the run ends, not at interpreter exit (with
+#   pinned memory PyTorch waits 5 s per worker there).
 # default_hooks = dict(non_finite_loss=None) (or iteration_seed=None) switches one off.
 _base_ = 'mmdet::_base_/default_runtime.py'
 
 default_hooks = dict(
     checkpoint=dict(type='cmt_mm.AtomicCheckpointHook'),
     non_finite_loss=dict(type='cmt_mm.NonFiniteLossHook'),
-    iteration_seed=dict(type='cmt_mm.IterationSeedHook'))
+    iteration_seed=dict(type='cmt_mm.IterationSeedHook'),
+    stop_workers=dict(type='cmt_mm.StopPersistentWorkersHook'))
 # mmdet's visualizer, drawing padded (too-thin) images as the model saw them (--show-dir)
 visualizer = dict(type='cmt_mm.DetLocalVisualizer')

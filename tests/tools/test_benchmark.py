@@ -152,3 +152,15 @@ def test_report_ratios_and_checkpointing_memory():
     assert 'with-cp' not in detection
     assert compare.checkpointing_table(results, settings).splitlines()[-1] == \
         '| mask_rcnn_cmt-s | float16 | 8,000 | 4,400 | -45% | 100.0 | 130.0 |'
+
+
+def test_comparison_entries_narrow_the_command_line_settings():
+    compare = load_tool('benchmark_compare')
+    train_only = bench.Settings(modes=('train', ), with_cp=True)
+    assert compare.entry_settings('retinanet_cmt-s', train_only).modes == ('train', )
+    assert compare.entry_settings('retinanet_cmt-s', train_only).with_cp is True
+    no_cp = bench.Settings(modes=('inference', 'train'), with_cp=False)
+    assert compare.entry_settings('mask_rcnn_cmt-s_with-cp', no_cp).with_cp is True
+    assert compare.entry_settings('mask_rcnn_cmt-s_with-cp', no_cp).modes == ('train', )
+    inference_only = bench.Settings(modes=('inference', ))
+    assert compare.entry_settings('mask_rcnn_cmt-s_with-cp', inference_only) is None

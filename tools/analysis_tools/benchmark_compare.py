@@ -251,11 +251,18 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def entry_settings(name: str, settings):
+    """The command line's settings as the entry narrows them (None: no mode left to run)."""
+    entry = ENTRIES[name]
+    modes = tuple(mode for mode in settings.modes if mode in entry.modes)
+    with_cp = settings.with_cp if entry.with_cp is None else entry.with_cp
+    return replace(settings, with_cp=with_cp, modes=modes) if modes else None
+
+
 def run_entry(name: str, settings, peaks: dict, log) -> dict:
     from cmt_mm.utils.benchmark import ConfigBenchmark
 
     entry = ENTRIES[name]
-    settings = replace(settings, with_cp=entry.with_cp, modes=entry.modes)
     config = entry.config if '::' in entry.config else osp.join(REPO, entry.config)
     try:
         return ConfigBenchmark(config, settings, matmul_peaks=peaks,
@@ -287,8 +294,12 @@ def main(argv: Optional[Sequence[str]] = None):
     os.makedirs(args.work_dir, exist_ok=True)
     results = {}
     for name in names:
+        narrowed = entry_settings(name, settings)
+        if narrowed is None:
+            log(f'{name}: skipped, it has none of the modes {" ".join(settings.modes)}')
+            continue
         log(f'{name}: {ENTRIES[name].config}')
-        results[name] = run_entry(name, settings, peaks, log)
+        results[name] = run_entry(name, narrowed, peaks, log)
         seconds = time.time() - began
         with open(osp.join(args.work_dir, 'comparison.json'), 'w') as f:
             json.dump(dict(command=command, environment=env, settings=vars(settings),
