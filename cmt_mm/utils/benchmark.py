@@ -40,6 +40,10 @@ kernels); see :func:`run_detection_ops_in_float32`. The same for every backbone.
 Models are built without any ``Pretrained`` init (no checkpoint is read or downloaded).
 A cell that cannot run is reported, not raised: ``unsupported`` (kernels missing for a dtype,
 AMP training off the GPU), ``oom`` or ``error`` (with the message; the traceback goes to stderr).
+
+Where the time goes: with ``profile_steps``, each measured cell then runs that many steps under
+``torch.profiler`` and keeps the operators that took the most time (self time on the GPU, or
+on the CPU for a CPU run), per step; the tools print them as a table under the cell.
 """
 import argparse
 import copy
@@ -92,6 +96,8 @@ class Settings:
     compile_mode: Optional[str] = None  # a torch.compile mode ('default', ...); None: eager
     fuse_bn: bool = False
     count_flops: bool = True
+    profile_steps: int = 0  # steps to profile after timing a cell; 0: none
+    profile_rows: int = 15
 
 
 @dataclass
@@ -120,6 +126,7 @@ class Cell:
     peak_memory_mib: Optional[float] = None
     tflops: Optional[float] = None
     fraction_of_matmul_peak: Optional[float] = None
+    profile: List[dict] = field(default_factory=list)  # see profile_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +164,38 @@ def time_steps(step: Callable, device: torch.device, warmup: int, repeats: int,
     seconds = [_elapsed(step, device, steps) / steps for _ in range(repeats)]
     peak = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None
     return Timing(seconds, steps, peak)
+
+
+def profile_step(step: Callable, device: torch.device, steps: int, rows: int) -> List[dict]:
+    """The ``rows`` operators with the most self time per step over ``steps`` calls of
+    ``step``: GPU time on a GPU (the CPU time beside it shows launch-bound operators), else CPU
+    time. Each row: name, calls, self_device_ms, self_cpu_ms, all per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+    events = prof.key_averages()
+
+    def device_us(event):
+        return getattr(event, 'self_device_time_total', 0) if on_gpu else 0
+
+    key = device_us if on_gpu else (lambda event: event.self_cpu_time_total)
+    top = sorted(events, key=key, reverse=True)[:rows]
+    return [dict(name=event.key, calls=event.count / steps,
+                 self_device_ms=device_us(event) / steps / 1e3,
+                 self_cpu_ms=event.self_cpu_time_total / steps / 1e3) for event in top]
+
+
+def profile_table(rows: List[dict]) -> str:
+    return markdown_table(
+        ['operator', 'calls / step', 'self GPU ms / step', 'self CPU ms / step'],
+        [[row['name'][:70], f"{row['calls']:g}", f"{row['self_device_ms']:.2f}",
+          f"{row['self_cpu_ms']:.2f}"] for row in rows])
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, warmup: int = 3,
@@ -581,7 +620,10 @@ class ConfigBenchmark:
         if s.compile_mode:
             torch._dynamo.reset()  # a fresh static graph per cell, within the recompile limit
         try:
-            timing = time_steps(make_step(), self.device, s.warmup, s.repeats, s.min_repeat_time)
+            step = make_step()
+            timing = time_steps(step, self.device, s.warmup, s.repeats, s.min_repeat_time)
+            if s.profile_steps:
+                cell.profile = profile_step(step, self.device, s.profile_steps, s.profile_rows)
         except Unsupported as err:
             cell.status, cell.message = 'unsupported', str(err)
         except torch.OutOfMemoryError:
@@ -605,6 +647,9 @@ class ConfigBenchmark:
                 if peak:
                     cell.fraction_of_matmul_peak = cell.tflops / peak
         self.log(describe_cell(cell))
+        if cell.profile:
+            self.log(f'where the time of one step goes ({s.profile_steps} steps profiled):\n'
+                     + profile_table(cell.profile))
         _release_memory(self.device)
         return cell
 
@@ -658,6 +703,9 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
                         help='fold BatchNorm into convolutions for inference '
                         '(cmt_mm.utils.fuse.fuse_conv_bn)')
     parser.add_argument('--no-flops', action='store_true', help='skip counting FLOPs')
+    parser.add_argument('--profile', type=int, metavar='STEPS',
+                        help='after timing each cell, profile STEPS steps with torch.profiler '
+                        'and print the operators that took the most time')
 
 
 def settings_from_args(args: argparse.Namespace,
@@ -669,7 +717,7 @@ def settings_from_args(args: argparse.Namespace,
                  det_size=tuple(args.det_size) if args.det_size else None,
                  det_infer_batch=args.det_infer_batch, det_train_batch=args.det_train_batch,
                  warmup=args.warmup, repeats=args.repeats, min_repeat_time=args.min_repeat_time,
-                 with_cp=args.with_cp, compile_mode=args.compile)
+                 with_cp=args.with_cp, compile_mode=args.compile, profile_steps=args.profile)
     settings = Settings(**{**vars(defaults), **{k: v for k, v in given.items() if v is not None}})
     settings.channels_last = args.channels_last or defaults.channels_last
     settings.fuse_bn = args.fuse_bn or defaults.fuse_bn

@@ -85,6 +85,22 @@ def test_classification_benchmark(tmp_path, capsys):
         assert cell['fraction_of_matmul_peak'] > 0
 
 
+def test_profile_option_lists_the_costliest_operators(capsys):
+    load_tool('benchmark').main([
+        CMT_TI, '--device', 'cpu', '--cls-size', '64', '--batch-sizes', '2', '--dtypes',
+        'float32', '--warmup', '1', '--repeats', '1', '--min-repeat-time', '0', '--no-flops',
+        '--profile', '2'])
+    out = capsys.readouterr().out
+    assert 'where the time of one step goes (2 steps profiled)' in out
+    assert '| operator | calls / step | self GPU ms / step | self CPU ms / step |' in out
+    rows = bench.profile_step(lambda: torch.randn(64, 64) @ torch.randn(64, 64),
+                              torch.device('cpu'), steps=2, rows=3)
+    assert len(rows) == 3 and 'aten::mm' in [row['name'] for row in rows]
+    cpu_ms = [row['self_cpu_ms'] for row in rows]
+    assert cpu_ms == sorted(cpu_ms, reverse=True) and cpu_ms[0] > 0
+    assert rows[[row['name'] for row in rows].index('aten::mm')]['calls'] == 1
+
+
 def test_compile_option(monkeypatch):
     # The benchmark's torch.compile path through dynamo, without inductor's slow CPU codegen.
     compile_ = torch.compile
