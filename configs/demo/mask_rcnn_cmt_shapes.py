@@ -90,6 +90,8 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[5], gamma=0.1),
 ]
 optim_wrapper = dict(
+    # parameters of equal options in one group: AdamW batches its kernels per group
+    constructor='cmt_mm.MergedGroupsOptimWrapperConstructor',
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),

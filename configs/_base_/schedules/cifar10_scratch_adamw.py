@@ -3,6 +3,8 @@
 # cosine to 1e-5; gradients clipped at 5. Train with `--amp --amp-dtype bfloat16` on GPUs.
 # The epochs are what fits the budget on one H100 (docs/results.md); the variant configs set them.
 optim_wrapper = dict(
+    # parameters of equal options in one group: AdamW batches its kernels per group
+    constructor='cmt_mm.MergedGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, betas=(0.9, 0.999)),
     paramwise_cfg=dict(
         norm_decay_mult=0.,

@@ -9,6 +9,8 @@ param_scheduler = [
 ]
 
 optim_wrapper = dict(
+    # parameters of equal options in one group: AdamW batches its kernels per group
+    constructor='cmt_mm.MergedGroupsOptimWrapperConstructor',
     type='OptimWrapper',
     optimizer=dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))

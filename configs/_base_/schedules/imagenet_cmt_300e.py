@@ -8,6 +8,8 @@
 base_lr = 5e-4 * 1024 / 512
 
 optim_wrapper = dict(
+    # parameters of equal options in one group: AdamW batches its kernels per group
+    constructor='cmt_mm.MergedGroupsOptimWrapperConstructor',
     type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=base_lr, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0))

@@ -1,0 +1,75 @@
+"""MergedGroupsOptimWrapperConstructor: mmengine's parameter options, in few groups."""
+import copy
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from torch.profiler import profile
+
+from cmt_mm.engine.optimizers import merge_param_groups
+
+PARAMWISE = dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'6.': dict(lr_mult=0.1)})  # the Linear
+
+
+def small_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                         nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+
+
+def optimizer(model, merged, foreach=None):
+    cfg = dict(optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05, foreach=foreach),
+               paramwise_cfg=PARAMWISE)
+    if merged:
+        cfg['constructor'] = 'cmt_mm.MergedGroupsOptimWrapperConstructor'
+    init_default_scope('mmengine')
+    return build_optim_wrapper(model, cfg).optimizer
+
+
+def options_by_parameter(opt):
+    return {id(p): {k: v for k, v in group.items() if k != 'params'}
+            for group in opt.param_groups for p in group['params']}
+
+
+def test_merge_keeps_every_parameter_with_its_options():
+    groups = [dict(params=['a'], lr=1.), dict(params=['b'], lr=2.), dict(params=['c'], lr=1.),
+              dict(params=['d'], lr=1., weight_decay=0.)]
+    assert merge_param_groups(groups) == [
+        dict(params=['a', 'c'], lr=1.), dict(params=['b'], lr=2.),
+        dict(params=['d'], lr=1., weight_decay=0.)]
+
+
+def test_cifar_cmt_s_options_in_three_groups():
+    from mmpretrain.registry import MODELS
+
+    cfg = Config.fromfile('configs/cifar10_scratch/cmt-s_1xb1024_cifar10-64px.py')
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    merged = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    cfg.optim_wrapper.pop('constructor')
+    per_parameter = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    assert len(per_parameter.param_groups) == len(list(model.parameters())) == 776
+    assert len(merged.param_groups) == 3  # decayed, not decayed, position biases
+    assert options_by_parameter(merged) == options_by_parameter(per_parameter)
+
+
+def test_training_is_the_same_and_the_step_launches_far_fewer_kernels():
+    models = {merged: small_model() for merged in (False, True)}
+    opts = {merged: optimizer(model, merged, foreach=True) for merged, model in models.items()}
+    assert len(opts[True].param_groups) == 3 < len(opts[False].param_groups) == 10
+    x = torch.randn(6, 3, 8, 8)
+    ops = {}
+    for merged, model in models.items():
+        for _ in range(3):
+            opts[merged].zero_grad()
+            model(x).square().mean().backward()
+            with profile() as prof:
+                opts[merged].step()
+            # each multi-tensor operator: one kernel launch per group on a GPU
+            ops[merged] = sum(e.count for e in prof.key_averages()
+                              if e.key.startswith('aten::_foreach'))
+    for a, b in zip(models[False].parameters(), models[True].parameters()):
+        torch.testing.assert_close(a, b)
+    assert ops[True] * 3 < ops[False]
