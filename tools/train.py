@@ -28,6 +28,11 @@ EXIT_ENVIRONMENT = 1  # broken installation or untrusted checkpoint
 # load_from may leave this fraction of the model's weights unloaded: a classifier layer re-sized
 # for fine-tuning on other classes (RetinaNet's is ~10% of a CMT-Ti RetinaNet).
 LOAD_FROM_MAX_UNLOADED = 0.2
+# torch.optim.Optimizer.load_state_dict's errors for a state of other parameter groups
+OPTIMIZER_STATE_MISMATCH = (
+    'loaded state dict has a different number of parameter groups',
+    "loaded state dict contains a parameter group that doesn't match the size of optimizer's "
+    'group')
 
 # Runs from a source checkout without installing cmt_mm.
 _REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -269,12 +274,23 @@ def refused_config_message(err: Exception) -> Optional[str]:
 
 @contextlib.contextmanager
 def checkpoint_errors_as_user_errors():
-    """A checkpoint that cannot be read or does not fit the model is the user's mistake."""
+    """A checkpoint that cannot be read or does not fit the model (or, resumed, the optimizer)
+    is the user's mistake."""
     from cmt_mm.utils.checkpoint import CheckpointError
     try:
         yield
     except CheckpointError as err:
         raise UserError(str(err)) from None
+    except ValueError as err:
+        if not str(err).startswith(OPTIMIZER_STATE_MISMATCH):
+            raise
+        raise UserError(
+            f'--resume: the checkpoint\'s optimizer state does not fit the optimizer of the '
+            f'config ({err}): it was saved with other parameter groups. A checkpoint saved with '
+            'mmengine\'s one group per parameter (before the configs had '
+            'cmt_mm.MergedGroupsOptimWrapperConstructor) resumes with --cfg-options '
+            'optim_wrapper.constructor=DefaultOptimWrapperConstructor; or start from its weights '
+            'alone with --cfg-options load_from=PATH instead of --resume') from None
 
 
 def check_checkpoint_fits(runner, path: str, shapes: dict, max_unloaded: float = 0.) -> None:

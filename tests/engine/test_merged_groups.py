@@ -10,7 +10,8 @@ from torch.profiler import profile
 
 from cmt_mm.engine.optimizers import merge_param_groups
 
-PARAMWISE = dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'6.': dict(lr_mult=0.1)})  # the Linear
+# '6.': the Linear layer
+PARAMWISE = dict(norm_decay_mult=0., bias_decay_mult=0., custom_keys={'6.': dict(lr_mult=0.1)})
 
 
 def small_model():

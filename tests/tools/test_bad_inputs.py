@@ -134,6 +134,27 @@ def test_train_resume_from_weights_without_training_state(workspace, tmp_path):
     assert f'--cfg-options load_from={workspace / "classifier.pth"}' in line
 
 
+def test_train_resume_with_other_optimizer_groups(workspace, tmp_path):
+    """A checkpoint of mmengine's one group per parameter, resumed with merged groups."""
+    configs = {}
+    for constructor in ('DefaultOptimWrapperConstructor',
+                        'cmt_mm.MergedGroupsOptimWrapperConstructor'):
+        configs[constructor] = tmp_path / f'{constructor}.py'
+        configs[constructor].write_text(
+            f'_base_ = [{str(workspace / "cmt_cls.py")!r}]\n'
+            f'optim_wrapper = dict(constructor={constructor!r}, optimizer=dict(weight_decay=1e-4), '
+            'paramwise_cfg=dict(norm_decay_mult=0.))\n')
+    work_dir = str(tmp_path / 'work')
+    trained = run([TRAIN, str(configs['DefaultOptimWrapperConstructor']), '--work-dir',
+                   work_dir], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    proc = run([TRAIN, str(configs['cmt_mm.MergedGroupsOptimWrapperConstructor']), '--work-dir',
+                work_dir, '--resume', '--cfg-options', 'train_cfg.max_epochs=2'], tmp_path)
+    line = error_line(proc)
+    assert "the checkpoint's optimizer state does not fit the optimizer of the config" in line
+    assert 'optim_wrapper.constructor=DefaultOptimWrapperConstructor' in line
+
+
 def test_test_refuses_a_classifier_checkpoint_for_a_detector(workspace, tmp_path):
     """The detector's neck and head would be evaluated with random weights."""
     coco = tmp_path / 'coco'

@@ -26,10 +26,14 @@ class MergedGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """mmengine's default constructor, with the parameter groups of equal options merged.
 
     Given a ``paramwise_cfg``, mmengine puts every parameter in a group of its own (the CIFAR-10
-    CMT-S classifier: 776 groups). PyTorch's multi-tensor (``foreach``) optimizers batch parameters within a group
-    only, so AdamW then launches each of its kernels once per parameter, thousands of tiny
-    kernels per step. Merged, the parameters with equal options (learning rate, weight decay,
-    ...) share a group, and each kernel covers all of them. The training is the same.
+    CMT-S classifier: 776 groups). PyTorch's multi-tensor (``foreach``) optimizers batch
+    parameters within a group only, so AdamW then launches each of its kernels once per
+    parameter: 6,439 multi-tensor operations per step for that classifier. Merged, the
+    parameters with equal options (learning rate, weight decay, ...) share a group and each
+    operation covers all of them: 3 groups, 25 operations. The training is the same.
+
+    Checkpoints keep the optimizer's groups: one saved with per-parameter groups resumes with
+    ``constructor='DefaultOptimWrapperConstructor'`` (tools/train.py says so).
 
     Example::
 
