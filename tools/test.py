@@ -15,8 +15,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train import (UserError, add_common_args, apply_common_args,  # noqa: E402
                    build_runner, check_checkpoint_fits, check_data,
-                   checkpoint_errors_as_user_errors, close_distributed, is_detection, load_config,
-                   require_file, run_cli)
+                   checkpoint_errors_as_user_errors, close_distributed,
+                   config_errors_as_user_errors, is_detection, load_config, require_file,
+                   run_cli)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,7 +76,8 @@ def main(argv=None) -> None:
         else:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    runner.test()
+    with config_errors_as_user_errors():
+        runner.test()
     close_distributed()
 
 

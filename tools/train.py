@@ -238,10 +238,18 @@ def build_runner(cfg):
     """Build the Runner; a config value that a component refuses is a UserError."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    try:
+    with config_errors_as_user_errors():
         if 'runner_type' in cfg:
             return RUNNERS.build(cfg)
         return Runner.from_cfg(cfg)
+
+
+@contextlib.contextmanager
+def config_errors_as_user_errors():
+    """A config value that a component refuses is a UserError: while the Runner is built, and
+    in ``train()`` / ``test()``, which build the optimizer, the schedulers and the loops."""
+    try:
+        yield
     except (KeyError, TypeError, ValueError) as err:
         message = refused_config_message(err)
         if message is None:
@@ -433,7 +441,8 @@ def main(argv=None) -> None:
         runner = build_runner(cfg)
         if to_load is not None:
             check_checkpoint_fits(runner, *to_load)
-        runner.train()  # also loads the init_cfg checkpoints
+        with config_errors_as_user_errors():
+            runner.train()  # also loads the init_cfg checkpoints
     close_distributed()
 
 

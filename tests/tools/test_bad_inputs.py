@@ -186,6 +186,9 @@ def test_test_refuses_a_classifier_checkpoint_for_a_detector(workspace, tmp_path
     (TEST, 'model.backbone.arch=l', "invalid config for CMT: unknown CMT arch 'l'"),
     (TEST, 'model.backbone.type=NoSuchBackbone',
      'invalid config: NoSuchBackbone is not in the mmpretrain::model registry'),
+    # built only in runner.train() / runner.test()
+    (TRAIN, 'optim_wrapper.optimizer.lr=-1', 'invalid config for SGD: Invalid learning rate'),
+    (TEST, 'test_evaluator.type=NoSuchMetric', 'invalid config: NoSuchMetric is not in the'),
 ])
 def test_config_values_the_model_refuses(workspace, tool, option, expected):
     args = [tool, 'cmt_cls.py'] + (['classifier.pth'] if tool == TEST else [])
