@@ -8,7 +8,8 @@ Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/sl
 
 Mistakes in the command line (missing files, unknown ``--cfg-options`` keys, a dataset or
 pretrained checkpoint that is not where the config says, a checkpoint that does not fit the
-model, a config value the model refuses, ...) end with a one-line message and exit status 2.
+model, or on ``--resume`` the optimizer, a config value a component refuses, ...) end with a
+one-line message and exit status 2.
 ``tools/test.py`` reuses the helpers of this file.
 """
 import argparse
