@@ -7,6 +7,8 @@ What one step is:
 
 * classification inference: ``model(x, mode='tensor')`` (backbone, neck, head; no data
   preprocessor) on random images at the config's test crop size;
+* classification training: ``model.train_step`` (preprocessor with the config's batch
+  augmentations, loss, backward, AdamW step) on random uint8 images, at the same sizes;
 * detection inference: ``model.test_step`` (data preprocessor, forward, box and mask
   post-processing, all on the device) on random uint8 images. Score thresholds are set to 0, so
   every image keeps ``max_per_img`` detections, as a trained model does on COCO, whatever the
@@ -82,8 +84,8 @@ class Settings:
     """What to measure and how; the defaults fit an H100 run of the comparison."""
     device: str = 'cuda'
     dtypes: Sequence[str] = ('float32', 'bfloat16', 'float16')
-    modes: Sequence[str] = MODES  # classifiers are timed in inference only
-    batch_sizes: Sequence[int] = (1, 32, 128)  # classification
+    modes: Sequence[str] = MODES
+    batch_sizes: Sequence[int] = (1, 32, 128)  # classification, both modes
     cls_size: Optional[int] = None  # default: the config's test crop size
     det_size: Tuple[int, int] = (1280, 800)  # width, height
     det_infer_batch: int = 1
@@ -285,6 +287,8 @@ def build_model(cfg, device: torch.device, with_cp: Optional[bool] = None) -> nn
 
     cfg = copy.deepcopy(cfg)
     drop_pretrained_init(cfg.model)
+    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner merges it
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     if with_cp is not None:
         cfg.model.backbone.with_cp = with_cp
     if is_detection(cfg):
@@ -309,6 +313,18 @@ def classification_size(cfg) -> int:
             size = transform['crop_size']
             return size if isinstance(size, int) else size[0]
     raise ValueError('the test pipeline has no CenterCrop; give the input size (--cls-size)')
+
+
+def classification_batch(batch_size: int, size_hw: Tuple[int, int], device: torch.device,
+                         channels_last: bool = False) -> dict:
+    """Random uint8 images labelled class 0, as a classification dataloader gives them."""
+    from mmpretrain.structures import DataSample
+
+    inputs = torch.randint(0, 256, (batch_size, 3, *size_hw), dtype=torch.uint8, device=device)
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return dict(inputs=inputs, data_samples=[DataSample().set_gt_label(0)
+                                             for _ in range(batch_size)])
 
 
 def detection_batch(model: nn.Module, batch_size: int, width: int, height: int,
@@ -453,16 +469,17 @@ def _to_channels_last(model: nn.Module, detection: bool) -> None:
     model.backbone.register_forward_hook(_contiguous_outputs)
 
 
-def _compile(model: nn.Module, detection: bool, mode: str) -> nn.Module:
-    """The model to call, compiled: a classifier whole, a detector its backbone and neck
-    (in place; the heads' sampling and post-processing are data-dependent)."""
-    options = dict(mode=None if mode == 'default' else mode, dynamic=False)
-    if not detection:
-        return torch.compile(model, **options)
-    model.backbone = torch.compile(model.backbone, **options)
+def _compile_options(mode: str) -> dict:
+    return dict(mode=None if mode == 'default' else mode, dynamic=False)
+
+
+def _compile_backbone_and_neck(model: nn.Module, mode: str) -> None:
+    """In place, so that ``model.train_step`` and ``model.test_step`` run them compiled (a
+    classifier's inference compiles the whole model; a detector's heads sample and post-process
+    data-dependently)."""
+    model.backbone = torch.compile(model.backbone, **_compile_options(mode))
     if getattr(model, 'neck', None) is not None:
-        model.neck = torch.compile(model.neck, **options)
-    return model
+        model.neck = torch.compile(model.neck, **_compile_options(mode))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,7 +555,8 @@ class ConfigBenchmark:
         model.eval()
         if not self.detection:
             x = torch.randn(1, 3, *self.size_hw, device=self.device)
-            return dict(inference=executed_flops(lambda: model(x, mode='tensor')))
+            forward = executed_flops(lambda: model(x, mode='tensor'))
+            return dict(inference=forward, train=3 * forward)
         flops = {}
         if 'inference' in s.modes:
             data = self._batch(model, s.det_infer_batch)
@@ -557,15 +575,23 @@ class ConfigBenchmark:
             return model
         from cmt_mm.utils.fuse import fuse_conv_bn
 
-        # Detection trains the unfused model, so fuse a copy.
-        return fuse_conv_bn(copy.deepcopy(model) if self.detection else model)
+        # Training needs the unfused model: fuse a copy when it will train.
+        trains = self.detection or 'train' in self.settings.modes
+        return fuse_conv_bn(copy.deepcopy(model) if trains else model)
 
     def _classification_cells(self, model: nn.Module, flops: dict) -> List[Cell]:
+        cells = []
+        if 'inference' in self.settings.modes:
+            cells += self._classification_inference_cells(model, flops)
+        if 'train' in self.settings.modes:
+            cells += self._classification_train_cells(model, flops)
+        return cells
+
+    def _classification_inference_cells(self, model: nn.Module, flops: dict) -> List[Cell]:
         s = self.settings
-        if 'inference' not in s.modes:
-            return []
         model = self._inference_model(model).eval()
-        forward = _compile(model, False, s.compile_mode) if s.compile_mode else model
+        forward = torch.compile(model, **_compile_options(s.compile_mode)) \
+            if s.compile_mode else model
         cells = []
         for dtype in s.dtypes:
             for batch in s.batch_sizes:
@@ -582,13 +608,30 @@ class ConfigBenchmark:
                                            flops.get('inference')))
         return cells
 
+    def _classification_train_cells(self, model: nn.Module, flops: dict) -> List[Cell]:
+        s = self.settings
+        if s.compile_mode:
+            _compile_backbone_and_neck(model, s.compile_mode)
+        cells = []
+        for dtype in s.dtypes:
+            for batch in s.batch_sizes:
+                def make_step(dtype=dtype, batch=batch):
+                    data = classification_batch(batch, self.size_hw, self.device,
+                                                s.channels_last)
+                    optim_wrapper = _optim_wrapper(model, DTYPES[dtype])
+                    model.train()
+                    return lambda: model.train_step(data, optim_wrapper)
+                cells.append(self._measure('train', dtype, batch, make_step, flops.get('train')))
+                model.zero_grad(set_to_none=True)
+        return cells
+
     def _detection_cells(self, model: nn.Module, flops: dict) -> List[Cell]:
         s = self.settings
         infer_model = self._inference_model(model)
         for m in [model] if infer_model is model else [model, infer_model]:
             run_detection_ops_in_float32(m, self.device.type)
             if s.compile_mode:
-                _compile(m, True, s.compile_mode)
+                _compile_backbone_and_neck(m, s.compile_mode)
         cells = []
         for dtype in s.dtypes:
             if 'inference' in s.modes:
@@ -677,9 +720,9 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--dtypes', nargs='+', choices=list(DTYPES),
                         help='float32 and the AMP dtypes (default: all three)')
     parser.add_argument('--modes', nargs='+', choices=list(MODES),
-                        help='detection: inference and/or train (default: both)')
+                        help='inference and/or train (default: both)')
     parser.add_argument('--batch-sizes', type=int, nargs='+',
-                        help='classification batch sizes (default: 1 32 128)')
+                        help='classification batch sizes, both modes (default: 1 32 128)')
     parser.add_argument('--cls-size', type=int,
                         help='classification input size (default: the config\'s test crop)')
     parser.add_argument('--det-size', type=int, nargs=2, metavar=('W', 'H'),

@@ -67,7 +67,7 @@ def test_classification_benchmark(tmp_path, capsys):
     load_tool('benchmark').main([
         CMT_TI, '--device', 'cpu', '--cls-size', '64', '--batch-sizes', '1', '2', '--dtypes',
         'float32', 'bfloat16', '--warmup', '1', '--repeats', '2', '--min-repeat-time', '0',
-        '--channels-last', '--fuse-bn', '--json-out', str(out)])
+        '--channels-last', '--fuse-bn', '--modes', 'inference', '--json-out', str(out)])
     assert '| inference | bfloat16 | 2 |' in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert '--fuse-bn' in report['command'] and report['environment']['torch']
@@ -101,13 +101,39 @@ def test_profile_option_lists_the_costliest_operators(capsys):
     assert rows[[row['name'] for row in rows].index('aten::mm')]['calls'] == 1
 
 
+def test_classification_training_after_folded_inference():
+    settings = bench.Settings(**CPU_QUICK, dtypes=('float32', 'bfloat16'), batch_sizes=(2, ),
+                              cls_size=64, fuse_bn=True)
+    result = bench.ConfigBenchmark(CMT_TI, settings).run()
+    assert [(c['mode'], c['dtype'], c['status']) for c in result['cells']] == [
+        ('inference', 'float32', 'ok'), ('inference', 'bfloat16', 'ok'),
+        ('train', 'float32', 'ok'), ('train', 'bfloat16', 'unsupported')]  # AMP needs a GPU
+    flops = result['step_flops_per_image']
+    assert flops['train'] == 3 * flops['inference']
+    train = result['cells'][2]
+    assert train['images_per_s'] > 0 and train['tflops'] > 0
+
+
+def test_classification_training_step_updates_the_unfused_model():
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(CMT_TI)
+    model = bench.build_model(cfg, torch.device('cpu'))
+    data = bench.classification_batch(2, (64, 64), torch.device('cpu'), channels_last=True)
+    before = model.backbone.stem[0].conv.weight.detach().clone()
+    losses = model.train_step(data, bench._optim_wrapper(model, torch.float32))
+    assert torch.isfinite(losses['loss']) and not torch.equal(
+        before, model.backbone.stem[0].conv.weight)
+
+
 def test_compile_option(monkeypatch):
     # The benchmark's torch.compile path through dynamo, without inductor's slow CPU codegen.
     compile_ = torch.compile
     monkeypatch.setattr(torch, 'compile',
                         lambda model, **kwargs: compile_(model, backend='eager', **kwargs))
     settings = bench.Settings(**CPU_QUICK, dtypes=('float32', ), batch_sizes=(1, ),
-                              cls_size=64, compile_mode='default', count_flops=False)
+                              cls_size=64, compile_mode='default', count_flops=False,
+                              modes=('inference', ))
     counters.clear()
     result = bench.ConfigBenchmark(CMT_TI, settings).run()
     assert [c['status'] for c in result['cells']] == ['ok']
