@@ -477,9 +477,9 @@ def _compile_backbone_and_neck(model: nn.Module, mode: str) -> None:
     """In place, so that ``model.train_step`` and ``model.test_step`` run them compiled (a
     classifier's inference compiles the whole model; a detector's heads sample and post-process
     data-dependently)."""
-    model.backbone = torch.compile(model.backbone, **_compile_options(mode))
-    if getattr(model, 'neck', None) is not None:
-        model.neck = torch.compile(model.neck, **_compile_options(mode))
+    from cmt_mm.engine.hooks.compile_hook import compile_submodules
+
+    compile_submodules(model, ('backbone', 'neck'), **_compile_options(mode))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,10 +38,17 @@ class CompileHook(Hook):
 
     def before_run(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        names = [name for name in self.modules if getattr(model, name, None) is not None]
+        names = compile_submodules(model, self.modules, **self.compile_kwargs)
         if not names:
             raise ValueError(f'CompileHook: the model ({type(model).__name__}) has none of '
                              f'the modules {self.modules} to compile')
-        for name in names:
-            getattr(model, name).compile(**self.compile_kwargs)
         runner.logger.info(f'torch.compile({", ".join(names)}) with {self.compile_kwargs}')
+
+
+def compile_submodules(model, names: Sequence[str], **compile_kwargs) -> list:
+    """``nn.Module.compile`` the submodules ``names`` of ``model`` that it has, in place
+    (parameter names unchanged); returns the names compiled."""
+    present = [name for name in names if getattr(model, name, None) is not None]
+    for name in present:
+        getattr(model, name).compile(**compile_kwargs)
+    return present
