@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -74,6 +73,51 @@ class ConvGeluBN(nn.Sequential):
                            padding=kernel_size // 2, groups=groups),
             act=nn.GELU(),
             norm=nn.BatchNorm2d(out_channels)))
+
+
+class DepthwiseConvWithShortcut(nn.Conv2d):
+    """``conv(x) + x`` for a depthwise conv, computed as one convolution.
+
+    The shortcut is folded into the kernel (1 added to each centre tap), which spares a pass over
+    the map in the forward and in the backward. The parameters are those of the plain conv, so
+    checkpoints are unchanged.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
+                         groups=channels)
+        identity = torch.zeros_like(self.weight)
+        identity[:, :, kernel_size // 2, kernel_size // 2] = 1
+        self.register_buffer('identity', identity, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight + self.identity, self.bias)
+
+
+class ResidualDropPath(nn.Module):
+    """``x + branch``, dropping the branch of each sample with probability ``drop_prob`` in training.
+
+    Stochastic depth: a kept branch is scaled by ``1 / (1 - drop_prob)``. The scaled per-sample
+    mask is computed on a (B, 1, ..., 1) tensor and applied with the residual add in one
+    ``addcmul``: one pass over the maps instead of the three of dropping, then adding.
+    """
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        if not 0 <= drop_prob < 1:
+            raise ValueError(f'drop_prob must be in [0, 1), got {drop_prob}')
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.:
+            return x + branch
+        keep_prob = 1 - self.drop_prob
+        # In the residual stream's dtype: float32 under autocast, so 1 / keep_prob stays exact.
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep_prob)
+        return torch.addcmul(x, branch, mask.div_(keep_prob))
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
 
 
 class PatchEmbed(nn.Module):
@@ -140,7 +184,7 @@ class InvertedResidualFFN(nn.Module):
     def __init__(self, embed_dims: int, hidden_dims: int):
         super().__init__()
         self.expand = ConvGeluBN(embed_dims, hidden_dims)
-        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+        self.dwconv = DepthwiseConvWithShortcut(hidden_dims)
         self.dw_act = nn.GELU()
         self.dw_norm = nn.BatchNorm2d(hidden_dims)
         self.project = nn.Sequential(OrderedDict(
@@ -149,8 +193,8 @@ class InvertedResidualFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         x = self.expand(tokens_to_map(x, hw))
-        # The shortcut sits inside the activation and the norm.
-        x = self.dw_norm(self.dw_act(self.dwconv(x) + x))
+        # The depthwise conv adds its input: the shortcut sits inside the activation and norm.
+        x = self.dw_norm(self.dw_act(self.dwconv(x)))
         return map_to_tokens(self.project(x))
 
 
@@ -166,14 +210,16 @@ class CMTBlock(nn.Module):
         self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = ResidualDropPath(drop_path)
 
     def _forward(self, x: torch.Tensor, hw: Tuple[int, int],
                  position_bias: torch.Tensor) -> torch.Tensor:
+        # The unit's shortcut stays a separate add (unlike the FFN's): under autocast the
+        # residual stream is float32, and a shortcut folded into the conv would round it to bf16.
         x_map = tokens_to_map(x, hw)
         x = map_to_tokens(self.local_perception(x_map) + x_map)
-        x = x + self.drop_path(self.attn(self.norm1(x), hw, position_bias))
-        return x + self.drop_path(self.ffn(self.norm2(x), hw))
+        x = self.drop_path(x, self.attn(self.norm1(x), hw, position_bias))
+        return self.drop_path(x, self.ffn(self.norm2(x), hw))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 position_bias: torch.Tensor) -> torch.Tensor:
