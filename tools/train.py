@@ -365,6 +365,34 @@ def enable_amp(cfg, dtype: str = 'float16') -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def check_optimizer_type(cfg) -> None:
+    """An unknown ``optim_wrapper.optimizer.type`` fails now, in one line.
+
+    mmengine's optimizer constructor looks the type up itself, outside a registry build, and
+    fails on the missing class with 'None is not a callable object'.
+    """
+    from mmengine.registry import OPTIMIZERS, DefaultScope
+    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
+    name = optimizer.get('type')
+    if not isinstance(name, str):
+        return  # no optimizer (test-only configs) or a class given directly
+    scope = cfg.get('default_scope')
+    with DefaultScope.overwrite_default_scope(scope), \
+            OPTIMIZERS.switch_scope_and_registry(scope) as registry:
+        if registry.get(name) is not None:
+            return
+        known = {}  # lower case -> name, for suggestions whatever the case
+        while registry is not None:
+            known.update((key.lower(), key) for key in registry.module_dict)
+            registry = registry.parent
+    close = [known[key] for key in
+             difflib.get_close_matches(name.split('.')[-1].lower(), known, n=3)]
+    hint = f'did you mean {" or ".join(close)}?' if close else \
+        "use a torch.optim class (e.g. 'AdamW', 'SGD') or register your own in OPTIMIZERS"
+    raise UserError(f'invalid config: optim_wrapper.optimizer.type {name!r} is not a known '
+                    f'optimizer; {hint}')
+
+
 def check_pretrained_checkpoints(cfg) -> None:
     """Missing ``init_cfg`` checkpoints fail now, not inside ``runner.train()``.
 
@@ -434,6 +462,7 @@ def main(argv=None) -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_optimizer_type(cfg)
     check_data(cfg, ['train', 'val'] if uses_validation(cfg) else ['train'])
     check_pretrained_checkpoints(cfg)
     with checkpoint_errors_as_user_errors():

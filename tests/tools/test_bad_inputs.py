@@ -188,6 +188,9 @@ def test_test_refuses_a_classifier_checkpoint_for_a_detector(workspace, tmp_path
      'invalid config: NoSuchBackbone is not in the mmpretrain::model registry'),
     # built only in runner.train() / runner.test()
     (TRAIN, 'optim_wrapper.optimizer.lr=-1', 'invalid config for SGD: Invalid learning rate'),
+    # looked up by mmengine's optimizer constructor, outside a registry build
+    (TRAIN, 'optim_wrapper.optimizer.type=adamw', "invalid config: optim_wrapper.optimizer.type "
+     "'adamw' is not a known optimizer; did you mean AdamW"),
     (TEST, 'test_evaluator.type=NoSuchMetric', 'invalid config: NoSuchMetric is not in the'),
 ])
 def test_config_values_the_model_refuses(workspace, tool, option, expected):
