@@ -1,5 +1,6 @@
 """MergedGroupsOptimWrapperConstructor: mmengine's parameter options, in few groups."""
 import copy
+import logging
 
 import torch
 import torch.nn as nn
@@ -74,3 +75,23 @@ def test_training_is_the_same_and_the_step_launches_far_fewer_kernels():
     for a, b in zip(models[False].parameters(), models[True].parameters()):
         torch.testing.assert_close(a, b)
     assert ops[True] * 3 < ops[False]
+
+
+def test_one_log_line_per_merged_group_not_per_parameter():
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('merged_groups_test', log_level='INFO')
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        optimizer(small_model(), merged=True)
+    finally:
+        logger.removeHandler(handler)
+    lines = [record.getMessage() for record in records]
+    assert not any(line.startswith('paramwise_options') for line in lines)
+    first = lines.index('10 parameter groups merged into 3 by their options:')
+    assert lines[first + 1:first + 4] == [
+        '  2 tensors: lr=0.01, weight_decay=0.05',  # the conv weights
+        '  6 tensors: lr=0.01, weight_decay=0.0',  # biases and norms
+        '  2 tensors: lr=0.001, weight_decay=0.05, lr_mult=0.1']  # the Linear ('6.')
