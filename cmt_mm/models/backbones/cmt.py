@@ -63,16 +63,36 @@ def align_rows(bias: torch.Tensor, alignment: int = 8) -> torch.Tensor:
     return F.pad(bias, (0, pad))[..., :bias.shape[-1]] if pad else bias
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution computed as a matmul over the channels of each pixel.
+
+    On a channels_last map the pixels' channel vectors are the rows of a matrix, so no data
+    moves. The GEMM adds the bias in its epilogue, where cuDNN's convolution adds it in a
+    separate pass over the output. The parameters are those of the plain conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        # 2-D, so that F.linear is a single addmm (for more dims it may add the bias apart).
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, self.in_channels)
+        # Through (O, 1, 1, C), so that the gradient comes back channels_last like the weight.
+        weight = self.weight.permute(0, 2, 3, 1).reshape(self.out_channels, self.in_channels)
+        out = F.linear(rows, weight, self.bias)
+        return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
+
+
 class ConvGeluBN(nn.Sequential):
     """Convolution, GELU, then BatchNorm: CMT puts the activation before the norm."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
-                 stride: int = 1, groups: int = 1):
-        super().__init__(OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                           padding=kernel_size // 2, groups=groups),
-            act=nn.GELU(),
-            norm=nn.BatchNorm2d(out_channels)))
+                 stride: int = 1):
+        conv = PointwiseConv(in_channels, out_channels) if kernel_size == 1 and stride == 1 \
+            else nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                           padding=kernel_size // 2)
+        super().__init__(OrderedDict(conv=conv, act=nn.GELU(), norm=nn.BatchNorm2d(out_channels)))
 
 
 class DepthwiseConvWithShortcut(nn.Conv2d):
@@ -188,7 +208,7 @@ class InvertedResidualFFN(nn.Module):
         self.dw_act = nn.GELU()
         self.dw_norm = nn.BatchNorm2d(hidden_dims)
         self.project = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(hidden_dims, embed_dims, 1),
+            conv=PointwiseConv(hidden_dims, embed_dims),
             norm=nn.BatchNorm2d(embed_dims)))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """CMT's faster paths give the plain path's outputs: channels_last, torch.compile, the bias
-resized once per stage in the attention dtype and aligned for SDPA, the FFN's shortcut folded
-into its depthwise conv, stochastic depth fused with the residual add."""
+resized once per stage in the attention dtype and aligned for SDPA, 1x1 convs as matmuls, the
+FFN's shortcut folded into its depthwise conv, stochastic depth fused with the residual add."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,6 +116,26 @@ def test_gradients_come_in_the_layout_of_their_weights():
     model(torch.randn(2, 3, 64, 64))[-1].float().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad.stride() == param.stride(), name
+
+
+def test_pointwise_conv_is_the_1x1_conv():
+    torch.manual_seed(0)
+    conv = cmt_module.PointwiseConv(6, 10).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 6, 9, 7).to(memory_format=torch.channels_last).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    weight = conv.weight.detach().clone().requires_grad_()
+    bias = conv.bias.detach().clone().requires_grad_()
+    out = conv(x)
+    expected = F.conv2d(x_ref, weight, bias)
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    for got, want in ((x.grad, x_ref.grad), (conv.weight.grad, weight.grad),
+                      (conv.bias.grad, bias.grad)):
+        torch.testing.assert_close(got, want)
+    assert conv.weight.grad.stride() == conv.weight.stride()
 
 
 def test_depthwise_conv_with_shortcut_is_conv_plus_input():
