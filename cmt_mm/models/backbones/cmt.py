@@ -132,7 +132,7 @@ class ResidualDropPath(nn.Module):
         if not self.training or self.drop_prob == 0.:
             return x + branch
         keep_prob = 1 - self.drop_prob
-        # In the residual stream's dtype: float32 under autocast, so 1 / keep_prob stays exact.
+        # In the residual stream's dtype (float32 under autocast), not the branch's bf16.
         mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep_prob)
         return torch.addcmul(x, branch, mask.div_(keep_prob))
 
