@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -114,32 +115,6 @@ class DepthwiseConvWithShortcut(nn.Conv2d):
         return self._conv_forward(x, self.weight + self.identity, self.bias)
 
 
-class ResidualDropPath(nn.Module):
-    """``x + branch``, dropping the branch of each sample with probability ``drop_prob`` in training.
-
-    Stochastic depth: a kept branch is scaled by ``1 / (1 - drop_prob)``. The scaled per-sample
-    mask is computed on a (B, 1, ..., 1) tensor and applied with the residual add in one
-    ``addcmul``: one pass over the maps instead of the three of dropping, then adding.
-    """
-
-    def __init__(self, drop_prob: float = 0.):
-        super().__init__()
-        if not 0 <= drop_prob < 1:
-            raise ValueError(f'drop_prob must be in [0, 1), got {drop_prob}')
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.:
-            return x + branch
-        keep_prob = 1 - self.drop_prob
-        # In the residual stream's dtype (float32 under autocast), not the branch's bf16.
-        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep_prob)
-        return torch.addcmul(x, branch, mask.div_(keep_prob))
-
-    def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob}'
-
-
 class PatchEmbed(nn.Module):
     """Halve the resolution with a 2x2 stride-2 convolution, then LayerNorm over channels."""
 
@@ -230,7 +205,7 @@ class CMTBlock(nn.Module):
         self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
-        self.drop_path = ResidualDropPath(drop_path)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _forward(self, x: torch.Tensor, hw: Tuple[int, int],
                  position_bias: torch.Tensor) -> torch.Tensor:
@@ -238,8 +213,8 @@ class CMTBlock(nn.Module):
         # residual stream is float32, and a shortcut folded into the conv would round it to bf16.
         x_map = tokens_to_map(x, hw)
         x = map_to_tokens(self.local_perception(x_map) + x_map)
-        x = self.drop_path(x, self.attn(self.norm1(x), hw, position_bias))
-        return self.drop_path(x, self.ffn(self.norm2(x), hw))
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, position_bias))
+        return x + self.drop_path(self.ffn(self.norm2(x), hw))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
                 position_bias: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """CMT's faster paths give the plain path's outputs: channels_last, torch.compile, the bias
 resized once per stage in the attention dtype and aligned for SDPA, 1x1 convs as matmuls, the
-FFN's shortcut folded into its depthwise conv, stochastic depth fused with the residual add."""
-import pytest
+FFN's shortcut folded into its depthwise conv."""
 import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
@@ -156,24 +155,3 @@ def test_depthwise_conv_with_shortcut_is_conv_plus_input():
         torch.testing.assert_close(got, want)
     # Checkpoints hold the plain conv's weight and bias only.
     assert list(conv.state_dict()) == ['weight', 'bias']
-
-
-def test_residual_drop_path_keeps_or_drops_whole_samples():
-    torch.manual_seed(0)
-    residual = cmt_module.ResidualDropPath(0.25)
-    x = torch.randn(4000, 3, 5)
-    branch = torch.randn(4000, 3, 5, requires_grad=True)
-    out = residual(x, branch)
-    dropped = (out == x).all(dim=(1, 2))
-    kept = torch.isclose(out, x + branch / 0.75, rtol=1e-6, atol=1e-6).all(dim=(1, 2))
-    assert (dropped ^ kept).all()  # every sample is one or the other
-    assert dropped.float().mean().item() == pytest.approx(0.25, abs=0.03)
-    out.sum().backward()
-    expected_grad = (~dropped).float().div(0.75)[:, None, None].expand_as(branch)
-    torch.testing.assert_close(branch.grad, expected_grad)
-
-    residual.eval()
-    torch.testing.assert_close(residual(x, branch), x + branch)
-    assert torch.equal(cmt_module.ResidualDropPath(0.).train()(x, branch), x + branch)
-    with pytest.raises(ValueError, match='drop_prob'):
-        cmt_module.ResidualDropPath(1.)
