@@ -117,41 +117,32 @@ def test_gradients_come_in_the_layout_of_their_weights():
         assert param.grad.stride() == param.stride(), name
 
 
-def test_pointwise_conv_is_the_1x1_conv():
+def assert_conv_matches(conv, reference):
+    """``conv`` gives ``reference(x, weight, bias)``'s output and gradients on a channels_last
+    map, each gradient in the layout of its tensor."""
     torch.manual_seed(0)
-    conv = cmt_module.PointwiseConv(6, 10).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 6, 9, 7).to(memory_format=torch.channels_last).requires_grad_()
-    x_ref = x.detach().clone().requires_grad_()
-    weight = conv.weight.detach().clone().requires_grad_()
-    bias = conv.bias.detach().clone().requires_grad_()
-    out = conv(x)
-    expected = F.conv2d(x_ref, weight, bias)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(2, conv.in_channels, 9, 7).to(memory_format=torch.channels_last)
+    inputs = [x.requires_grad_(), conv.weight, conv.bias]
+    copies = [t.detach().clone().requires_grad_() for t in inputs]
+    out, expected = conv(x), reference(*copies)
     torch.testing.assert_close(out, expected)
     assert out.is_contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(out)
     out.backward(grad)
     expected.backward(grad)
-    for got, want in ((x.grad, x_ref.grad), (conv.weight.grad, weight.grad),
-                      (conv.bias.grad, bias.grad)):
-        torch.testing.assert_close(got, want)
-    assert conv.weight.grad.stride() == conv.weight.stride()
+    for tensor, copy in zip(inputs, copies):
+        torch.testing.assert_close(tensor.grad, copy.grad)
+        assert tensor.grad.stride() == tensor.stride()
+    # Checkpoints hold the plain conv's weight and bias only.
+    assert list(conv.state_dict()) == ['weight', 'bias']
+
+
+def test_pointwise_conv_is_the_1x1_conv():
+    assert_conv_matches(cmt_module.PointwiseConv(6, 10), F.conv2d)
 
 
 def test_depthwise_conv_with_shortcut_is_conv_plus_input():
-    torch.manual_seed(0)
-    conv = cmt_module.DepthwiseConvWithShortcut(6).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 6, 9, 7).to(memory_format=torch.channels_last).requires_grad_()
-    x_ref = x.detach().clone().requires_grad_()
-    weight = conv.weight.detach().clone().requires_grad_()
-    bias = conv.bias.detach().clone().requires_grad_()
-    out = conv(x)
-    expected = F.conv2d(x_ref, weight, bias, padding=1, groups=6) + x_ref
-    torch.testing.assert_close(out, expected)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    expected.backward(grad)
-    for got, want in ((x.grad, x_ref.grad), (conv.weight.grad, weight.grad),
-                      (conv.bias.grad, bias.grad)):
-        torch.testing.assert_close(got, want)
-    # Checkpoints hold the plain conv's weight and bias only.
-    assert list(conv.state_dict()) == ['weight', 'bias']
+    assert_conv_matches(
+        cmt_module.DepthwiseConvWithShortcut(6),
+        lambda x, weight, bias: F.conv2d(x, weight, bias, padding=1, groups=6) + x)
