@@ -59,8 +59,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         default='none', help='job launcher')
     parser.add_argument(
         '--compile', nargs='?', const='default', metavar='MODE',
-        help='torch.compile the backbone and neck (cmt_mm.CompileHook) in MODE (default, '
-        'reduce-overhead, max-autotune, ...); the first iterations take longer')
+        help='torch.compile the backbone and neck (cmt_mm.CompileHook, with the config\'s '
+        'compile_options) in MODE (default, reduce-overhead, max-autotune, ...); the first '
+        'iterations take longer')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -215,8 +216,10 @@ def apply_common_args(cfg, args, config_path: str) -> None:
     if args.launcher != 'none':
         use_cpu_distributed_if_no_gpu(cfg)
     if args.compile:
+        # The config says how its model compiles best (cmt_mm.CompileHook's arguments).
+        options = dict(cfg.get('compile_options') or {}, mode=args.compile)
         cfg.custom_hooks = [*cfg.get('custom_hooks', []),
-                            dict(type='cmt_mm.CompileHook', mode=args.compile)]
+                            dict(type='cmt_mm.CompileHook', **options)]
 
 
 def use_cpu_distributed_if_no_gpu(cfg) -> None:

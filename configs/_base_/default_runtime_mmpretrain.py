@@ -8,3 +8,7 @@ default_hooks = dict(
     non_finite_loss=dict(type='cmt_mm.NonFiniteLossHook'),
     iteration_seed=dict(type='cmt_mm.IterationSeedHook'),
     stop_workers=dict(type='cmt_mm.StopPersistentWorkersHook'))
+
+# Classification trains and tests at one input size: `--compile` compiles CMT block by block,
+# one graph per stage, in a fifth of the time of the whole backbone (cmt_mm.CompileHook).
+compile_options = dict(regional=True)

@@ -1,11 +1,10 @@
 # CMT-S trained from scratch on CIFAR-10 at 64x64 (see the _base_ files for the data and recipe).
-#   python tools/train.py configs/cifar10_scratch/cmt-s_1xb1024_cifar10-64px.py --amp --amp-dtype bfloat16
+#   python tools/train.py configs/cifar10_scratch/cmt-s_1xb1024_cifar10-64px.py --amp --amp-dtype bfloat16 --compile
 # The seed experiment this beats: CMT-S at 32x32 with Adam 1e-3, 76.41% top-1 after 26 epochs.
 _base_ = [
     '../_base_/models/cmt-s_in1k.py',
     '../_base_/datasets/cifar10-jpg_bs1024_64px.py',
     '../_base_/schedules/cifar10_scratch_adamw.py',
-    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 model = dict(

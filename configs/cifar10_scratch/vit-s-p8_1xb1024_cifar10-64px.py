@@ -6,7 +6,6 @@ _base_ = [
     'mmpretrain::_base_/models/vit-base-p16.py',
     '../_base_/datasets/cifar10-jpg_bs1024_64px.py',
     '../_base_/schedules/cifar10_scratch_adamw.py',
-    '../_base_/default_runtime_mmpretrain.py',
 ]
 
 model = dict(

@@ -168,6 +168,36 @@ def test_to_float32(tmp_path):
     assert load(path, to_float32=True)['img'].dtype == np.float32
 
 
+def test_cache_serves_decoded_images_without_reading_the_file_again(tmp_path):
+    rgb = rgb_image()
+    path = Path(save(Image.fromarray(rgb), tmp_path / 'rgb.png'))
+    transform = SafeLoadImageFromFile(cache_max_bytes=rgb.nbytes)
+    first = transform(dict(img_path=str(path)))
+    first['img'][:] = 0  # what a later in-place transform does must not reach the cache
+    path.unlink()
+    assert_bgr_uint8(transform(dict(img_path=str(path))), rgb)
+
+
+def test_full_cache_warns_once_and_decodes_other_images_each_time(tmp_path, logged_warnings):
+    rgb = rgb_image()
+    paths = [Path(save(Image.fromarray(rgb), tmp_path / f'{i}.png')) for i in range(3)]
+    transform = SafeLoadImageFromFile(cache_max_bytes=rgb.nbytes)
+    for path in paths:
+        assert_bgr_uint8(transform(dict(img_path=str(path))), rgb)
+    assert len(logged_warnings) == 1 and 'cache is full at 1 images' in logged_warnings[0]
+    for path in paths:
+        path.unlink()
+    assert_bgr_uint8(transform(dict(img_path=str(paths[0]))), rgb)
+    assert transform(dict(img_path=str(paths[1]))) is None  # not cached: read, and missing
+    assert len(logged_warnings) == 2 and 'cannot read' in logged_warnings[1]
+
+
+@pytest.mark.parametrize('cache_max_bytes', [-1, 1.5, '1G'])
+def test_cache_size_must_be_whole_bytes(cache_max_bytes):
+    with pytest.raises(ValueError, match='cache_max_bytes must be a whole number of bytes'):
+        SafeLoadImageFromFile(cache_max_bytes=cache_max_bytes)
+
+
 @pytest.mark.parametrize('scope', ['mmdet', 'mmpretrain'])
 def test_builds_by_its_scoped_name(scope):
     init_default_scope(scope)

@@ -1,5 +1,5 @@
-"""CompileHook compiles the backbone (and neck) in place: same outputs, gradients and
-parameter names as the eager model; tools/train.py --compile adds it."""
+"""CompileHook compiles the backbone (and neck) in place, whole or block by block: same outputs,
+gradients and parameter names as the eager model; tools/train.py --compile adds it."""
 from types import SimpleNamespace
 
 import pytest
@@ -10,14 +10,14 @@ from cmt_mm.engine.hooks import CompileHook
 from cmt_mm.registry import MODELS
 
 
-def tiny_classifier():
+def tiny_classifier(depths=(1, 1, 1, 1), drop_path_rate=0.):
     torch.manual_seed(0)
     return MODELS.build(dict(
         type='mmpretrain.ImageClassifier',
         backbone=dict(type='cmt_mm.CMT',
-                      arch=dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2.,
+                      arch=dict(embed_dims=[8, 16, 32, 64], depths=list(depths), mlp_ratio=2.,
                                 stem_channels=8, img_size=64),
-                      out_indices=(3, )),
+                      out_indices=(3, ), drop_path_rate=drop_path_rate),
         neck=dict(type='mmpretrain.GlobalAveragePooling'),
         head=dict(type='mmpretrain.LinearClsHead', num_classes=3, in_channels=64)))
 
@@ -49,6 +49,35 @@ def test_compiled_classifier_trains_like_the_eager_one():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
     for name, grad in eager_grads.items():
         torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_regional_compiles_each_block_and_trains_like_the_eager_one():
+    eager, compiled = tiny_classifier((2, 1, 1, 1)).train(), tiny_classifier((2, 1, 1, 1)).train()
+    CompileHook(regional=True, backend='aot_eager').before_run(fake_runner(compiled))
+    blocks = [block for stage in compiled.backbone.stages for block in stage.blocks]
+    assert len(blocks) == 5 and all(b._compiled_call_impl is not None for b in blocks)
+    assert compiled.backbone._compiled_call_impl is None  # stem and patch embeddings stay eager
+    assert compiled.neck._compiled_call_impl is not None  # no repeated blocks: whole
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
+    eager_loss, eager_grads = loss_and_grads(eager, images, labels)
+    compiled_loss, compiled_grads = loss_and_grads(compiled, images, labels)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_regional_compiles_one_graph_per_block_shape_whatever_the_drop_path():
+    """Six blocks with six drop path probabilities in four shapes: four graphs."""
+    from torch._dynamo.utils import counters
+    model = tiny_classifier((3, 1, 1, 1), drop_path_rate=0.2).train()
+    torch._dynamo.reset()
+    counters.clear()
+    CompileHook(regional=True, backend='eager').before_run(fake_runner(model))
+    model.backbone(torch.randn(2, 3, 64, 64))
+    assert counters['stats']['unique_graphs'] == 4
+    assert torch._dynamo.config.recompile_limit >= 8  # the training and inference graphs
 
 
 def test_model_without_the_named_modules_is_refused():

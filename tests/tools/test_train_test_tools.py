@@ -184,6 +184,10 @@ def test_compile_flag_adds_the_compile_hook(config, train_module):
         train.apply_common_args(cfg, train.parse_args([config, *flag]), config)
         assert cfg.custom_hooks == [dict(type='EMAHook'),
                                     dict(type='cmt_mm.CompileHook', mode=mode)]
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    cfg.compile_options = dict(regional=True)
+    train.apply_common_args(cfg, train.parse_args([config, '--compile']), config)
+    assert cfg.custom_hooks == [dict(type='cmt_mm.CompileHook', regional=True, mode='default')]
 
 
 @pytest.mark.skipif(torch_cuda_available(), reason='checks the machine without a GPU')

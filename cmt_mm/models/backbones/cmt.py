@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -62,6 +61,33 @@ def align_rows(bias: torch.Tensor, alignment: int = 8) -> torch.Tensor:
     """
     pad = -bias.shape[-1] % alignment
     return F.pad(bias, (0, pad))[..., :bias.shape[-1]] if pad else bias
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch for random samples, scales the kept ones.
+
+    The drop probability is a tensor (a buffer, not saved), not a float: torch.compile makes
+    float attributes constants, so blocks whose probabilities differ (it grows with depth)
+    would each need their own graph, and compiling block by block (``cmt_mm.CompileHook``'s
+    ``regional``) would gain nothing. For the same reason a block with probability 0 keeps
+    this module rather than an ``nn.Identity``.
+    """
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        if not 0 <= drop_prob < 1:
+            raise ValueError(f'a drop path probability must be in [0, 1), got {drop_prob}')
+        self.register_buffer('drop_prob', torch.tensor(float(drop_prob)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep_prob = 1 - self.drop_prob
+        keep = torch.rand((x.shape[0], ) + (1, ) * (x.ndim - 1), device=x.device) < keep_prob
+        return x * keep / keep_prob.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob.item():.3f}'
 
 
 class PointwiseConv(nn.Conv2d):
@@ -205,7 +231,7 @@ class CMTBlock(nn.Module):
         self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
 
     def _forward(self, x: torch.Tensor, hw: Tuple[int, int],
                  position_bias: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,10 @@
 #   $CIFAR10_JPG_ROOT/{train,test}/<class>/*.jpg   (default data/cifar10-jpg/;
 #   ../shared/data/cifar10/cifar10-jpg.tar.gz unpacks to this layout)
 # 50,000 training and 10,000 test images. The 32x32 images are upsampled to 64x64 after the
-# standard CIFAR augmentation (reflect-pad by 4 and crop 32x32, horizontal flip): CMT's first
-# stage has stride 4, so at 32x32 it would see an 8x8 map and the last stage a single pixel.
+# standard CIFAR augmentation (reflect-pad by 4 and crop 32x32, horizontal flip) and RandAugment
+# (two operations at magnitude 9 of 10): CMT's first stage has stride 4, so at 32x32 it would see
+# an 8x8 map and the last stage a single pixel. Without RandAugment CMT-S fits the training set
+# within 40 epochs (docs/results.md, run 3).
 data_root = '{{$CIFAR10_JPG_ROOT:data/cifar10-jpg/}}'
 dataset_type = 'CustomDataset'
 
@@ -15,27 +17,36 @@ data_preprocessor = dict(
     to_rgb=True)
 
 # cmt_mm's image loader skips (training) or blacks out (testing) an unreadable file, with a warning.
+# It keeps the decoded images (150 MB for the training set in each worker): opening and decoding
+# a 32x32 JPEG costs more than all the augmentation, and the GPU waits on the workers otherwise.
+decoded_cache_bytes = 256 * 2**20
 train_pipeline = [
-    dict(type='cmt_mm.SafeLoadImageFromFile'),
+    dict(type='cmt_mm.SafeLoadImageFromFile', cache_max_bytes=decoded_cache_bytes),
     dict(type='RandomCrop', crop_size=32, padding=4, padding_mode='reflect'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10,
+         magnitude_level=9, magnitude_std=0.5,
+         hparams=dict(pad_val=[114, 123, 125], interpolation='bicubic')),  # pad: mean, BGR
     dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black'),
+    dict(type='cmt_mm.SafeLoadImageFromFile', on_error='black',
+         cache_max_bytes=decoded_cache_bytes),
     dict(type='Resize', scale=(64, 64), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
 
 # default_collate stacks each batch into one tensor in the worker: mmengine's default (a list
-# of per-image tensors) costs the training process ~1 s per 1024 images to receive.
+# of per-image tensors) costs the training process ~1 s per 1024 images to receive. Training drops
+# the last partial batch so that every step has one shape (one torch.compile graph).
 train_dataloader = dict(
     batch_size=1024,
     num_workers=12,
     persistent_workers=True,
     pin_memory=True,
     collate_fn=dict(type='default_collate'),
+    drop_last=True,
     dataset=dict(
         type=dataset_type, data_root=data_root, data_prefix='train', pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))

@@ -2,6 +2,11 @@
 # weight decay 0.05, none on norms, biases and position biases), 3 epochs of linear warm-up, then
 # cosine to 1e-5; gradients clipped at 5. Train with `--amp --amp-dtype bfloat16` on GPUs.
 # The epochs are what fits the budget on one H100 (docs/results.md); the variant configs set them.
+# Validation every 5 epochs; a checkpoint (the last two kept) every 10, as saving one each epoch
+# would spend a tenth of the budget. The runtime comes in here because its checkpoint hook is
+# changed here (two bases of one config may not set the same key).
+_base_ = ['../default_runtime_mmpretrain.py']
+
 optim_wrapper = dict(
     # parameters of equal options in one group: AdamW batches its kernels per group
     constructor='cmt_mm.MergedGroupsOptimWrapperConstructor',
@@ -28,3 +33,5 @@ val_cfg = dict()
 test_cfg = dict()
 
 auto_scale_lr = dict(base_batch_size=1024)
+
+default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=2))

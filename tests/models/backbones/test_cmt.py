@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cmt_mm.models import CMT, CMTClsHead
+from cmt_mm.models.backbones.cmt import DropPath
 from cmt_mm.models.backbones.position_bias import resize_position_bias
 
 BACKBONE_PARAMS = {'ti': 7_736_546, 'xs': 13_429_888, 's': 24_315_960, 'b': 43_651_996}
@@ -144,10 +145,25 @@ def test_with_cp_gives_the_same_gradients():
 
 def test_drop_path_rises_linearly():
     model = CMT('ti', drop_path_rate=0.3)
-    rates = [getattr(block.drop_path, 'drop_prob', 0.) for stage in model.stages
+    rates = [block.drop_path.drop_prob.item() for stage in model.stages
              for block in stage.blocks]
     expected = torch.linspace(0, 0.3, sum(model.depths)).tolist()
     assert rates == pytest.approx(expected)
+
+
+def test_drop_path_drops_whole_samples_and_rescales_the_kept_ones():
+    drop = DropPath(0.25)
+    x = torch.rand(4000, 3, 2) + 1
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = (y != 0).flatten(1)
+    assert (kept.all(1) | ~kept.any(1)).all()  # a sample is dropped whole or kept whole
+    assert kept.all(1).float().mean().item() == pytest.approx(0.75, abs=0.03)
+    torch.testing.assert_close(y[kept.all(1)], x[kept.all(1)] / 0.75)
+    assert drop.eval()(x) is x
+    assert torch.equal(DropPath(0.).train()(x), x)
+    with pytest.raises(ValueError, match=r'probability must be in \[0, 1\), got 1'):
+        DropPath(1.)
 
 
 def test_bias_resize_is_identity_at_native_size():
