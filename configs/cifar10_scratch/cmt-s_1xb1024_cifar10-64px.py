@@ -14,8 +14,8 @@ model = dict(
     # no Mixup/CutMix: they pay off over long schedules, not in minutes
     train_cfg=None)
 
-# the epochs that fitted 10 minutes of one H100 in run 3, eager (docs/results.md)
-max_epochs = 42
+# the epochs that fitted 10 minutes of one H100 in run 4, with --compile (docs/results.md)
+max_epochs = 32
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = _base_.param_scheduler
 param_scheduler[1]['end'] = max_epochs  # the cosine

@@ -15,7 +15,8 @@ model = dict(
         in_channels=384,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
 
-# the epochs that fitted 10 minutes of one H100 in run 2, with --compile (docs/results.md)
+# the epochs that fitted 10 minutes of one H100 in run 2, with --compile, before RandAugment and
+# the faster optimizer (docs/results.md)
 max_epochs = 27
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = _base_.param_scheduler
