@@ -319,9 +319,13 @@ def close_distributed() -> None:
 
     mmengine never destroys it; left alive, gloo's threads are still running at exit and a
     process can abort ('terminate called without an active exception') after a finished run.
+    The barrier first: rank 0 hosts the rendezvous store, and a rank still tearing down its
+    group after rank 0 has exited may lose the store under a running thread (the suspected
+    cause of the same abort, seen twice in CI after complete two-process runs).
     """
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

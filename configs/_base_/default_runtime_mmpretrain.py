@@ -10,5 +10,5 @@ default_hooks = dict(
     stop_workers=dict(type='cmt_mm.StopPersistentWorkersHook'))
 
 # Classification trains and tests at one input size: `--compile` compiles CMT block by block,
-# one graph per stage, in a fifth of the time of the whole backbone (cmt_mm.CompileHook).
+# one graph per stage, in a third of the time of the whole backbone (cmt_mm.CompileHook).
 compile_options = dict(regional=True)
