@@ -35,6 +35,15 @@ def loss_and_grads(model, images, labels):
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
+def assert_same_loss_and_gradients(eager, compiled):
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
+    eager_loss, eager_grads = loss_and_grads(eager, images, labels)
+    compiled_loss, compiled_grads = loss_and_grads(compiled, images, labels)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_compiled_classifier_trains_like_the_eager_one():
     eager, compiled = tiny_classifier().train(), tiny_classifier().train()
     CompileHook(backend='aot_eager', dynamic=False).before_run(fake_runner(compiled))
@@ -42,13 +51,7 @@ def test_compiled_classifier_trains_like_the_eager_one():
     assert compiled.neck._compiled_call_impl is not None
     assert compiled.head._compiled_call_impl is None  # heads stay eager
     assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints unchanged
-
-    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
-    eager_loss, eager_grads = loss_and_grads(eager, images, labels)
-    compiled_loss, compiled_grads = loss_and_grads(compiled, images, labels)
-    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
-    for name, grad in eager_grads.items():
-        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_loss_and_gradients(eager, compiled)
 
 
 def test_regional_compiles_each_block_and_trains_like_the_eager_one():
@@ -59,13 +62,7 @@ def test_regional_compiles_each_block_and_trains_like_the_eager_one():
     assert compiled.backbone._compiled_call_impl is None  # stem and patch embeddings stay eager
     assert compiled.neck._compiled_call_impl is not None  # no repeated blocks: whole
     assert list(compiled.state_dict()) == list(eager.state_dict())
-
-    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 1])
-    eager_loss, eager_grads = loss_and_grads(eager, images, labels)
-    compiled_loss, compiled_grads = loss_and_grads(compiled, images, labels)
-    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
-    for name, grad in eager_grads.items():
-        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_same_loss_and_gradients(eager, compiled)
 
 
 def test_regional_compiles_one_graph_per_block_shape_whatever_the_drop_path():
