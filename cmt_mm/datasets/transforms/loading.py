@@ -74,9 +74,10 @@ class SafeLoadImageFromFile(BaseTransform):
     With ``cache_max_bytes``, each data-loading process keeps the images it decodes, by path, up
     to that many bytes, and later epochs skip reading and decoding them. For tiny images this is
     a large part of the loading cost: a 32 x 32 CIFAR JPEG takes about as long to open and
-    decode as RandAugment takes on it. Each worker process fills its own cache (CIFAR-10's training set
-    is 150 MB decoded), and only ``persistent_workers=True`` keeps it from one epoch to the next.
-    When the cache is full, a warning says so once and later images are decoded every time.
+    decode as RandAugment takes on it. Each worker process fills its own cache (CIFAR-10's
+    training set is 150 MB decoded), and only ``persistent_workers=True`` keeps it from one
+    epoch to the next. When the cache is full, a warning says so once and later images are
+    decoded every time.
 
     Args:
         to_float32 (bool): Return a float32 array instead of uint8. Defaults to False.
