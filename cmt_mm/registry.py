@@ -26,6 +26,8 @@ TRANSFORMS = Registry(
     'transform', parent=MMENGINE_TRANSFORMS, scope='cmt_mm', locations=['cmt_mm.datasets'])
 METRICS = Registry(
     'metric', parent=MMENGINE_METRICS, scope='cmt_mm', locations=['cmt_mm.evaluation'])
+# cmt_mm's own: augmentations of whole batches, built by BatchAugmentClsDataPreprocessor
+BATCH_TRANSFORMS = Registry('batch transform', scope='cmt_mm', locations=['cmt_mm.models'])
 VISUALIZERS = Registry(
     'visualizer', parent=MMENGINE_VISUALIZERS, scope='cmt_mm',
     locations=['cmt_mm.visualization'])

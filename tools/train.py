@@ -3,6 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [auto|PATH]] [--amp]
                                  [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
                                  [--launcher {none,pytorch,slurm,mpi}] [--compile [MODE]]
+                                 [--cuda-graph]
 
 Multi-process: ``tools/dist_train.sh CONFIG NUM_PROCS`` (torchrun) or ``tools/slurm_train.sh``.
 
@@ -78,6 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default='float16',
                         help='the low precision of --amp. bfloat16 cannot overflow, but '
                         'mmcv 2.1\'s detection ops (RoIAlign, sigmoid focal loss) lack it')
+    parser.add_argument(
+        '--cuda-graph', action='store_true',
+        help='replay the backbone\'s training forward and backward as CUDA graphs '
+        '(cmt_mm.CUDAGraphHook; one GPU, training batches of one shape)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real total batch size')
     add_common_args(parser)
@@ -372,6 +377,16 @@ def enable_amp(cfg, dtype: str = 'float16') -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def enable_cuda_graph(cfg) -> None:
+    import torch
+    if not torch.cuda.is_available():
+        raise UserError('--cuda-graph needs a GPU (CUDA graphs); drop --cuda-graph')
+    if cfg.launcher != 'none':
+        raise UserError('--cuda-graph graphs the model of one process; it does not support '
+                        f'--launcher {cfg.launcher}')
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='cmt_mm.CUDAGraphHook')]
+
+
 def check_optimizer_type(cfg) -> None:
     """An unknown ``optim_wrapper.optimizer.type`` fails now, in one line.
 
@@ -453,6 +468,8 @@ def main(argv=None) -> None:
 
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
+    if args.cuda_graph:
+        enable_cuda_graph(cfg)
 
     if args.auto_scale_lr:
         scale_cfg = cfg.get('auto_scale_lr') or {}

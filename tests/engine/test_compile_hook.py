@@ -6,33 +6,13 @@ import pytest
 import torch
 from mmengine.logging import MMLogger
 
+from tiny_models import loss_and_grads, tiny_classifier
+
 from cmt_mm.engine.hooks import CompileHook
-from cmt_mm.registry import MODELS
-
-
-def tiny_classifier(depths=(1, 1, 1, 1), drop_path_rate=0.):
-    torch.manual_seed(0)
-    return MODELS.build(dict(
-        type='mmpretrain.ImageClassifier',
-        backbone=dict(type='cmt_mm.CMT',
-                      arch=dict(embed_dims=[8, 16, 32, 64], depths=list(depths), mlp_ratio=2.,
-                                stem_channels=8, img_size=64),
-                      out_indices=(3, ), drop_path_rate=drop_path_rate),
-        neck=dict(type='mmpretrain.GlobalAveragePooling'),
-        head=dict(type='mmpretrain.LinearClsHead', num_classes=3, in_channels=64)))
 
 
 def fake_runner(model):
     return SimpleNamespace(model=model, logger=MMLogger.get_current_instance())
-
-
-def loss_and_grads(model, images, labels):
-    from mmpretrain.structures import DataSample
-    samples = [DataSample().set_gt_label(int(label)) for label in labels]
-    model.zero_grad()
-    loss = model.loss(images, samples)['loss']
-    loss.backward()
-    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
 def assert_same_loss_and_gradients(eager, compiled):
