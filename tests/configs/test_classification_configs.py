@@ -7,7 +7,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,9 @@ from mmengine.registry import init_default_scope
 from mmpretrain.datasets import CIFAR10
 from mmpretrain.registry import MODELS
 from PIL import Image
+from tiny_data import extract_cifar10_jpegs
 
 REPO = Path(__file__).resolve().parents[2]
-CIFAR10_JPEGS = REPO.parent / 'shared' / 'data' / 'cifar10' / 'cifar10-jpg.tar.gz'
 TIMEOUT = 300
 
 # config -> number of classes
@@ -191,27 +190,6 @@ def test_transfer_config_starts_from_the_classifier_but_its_fc(pretrained_cmt_s)
     assert loaded['head.fc.weight'].shape == (100, 1280)
     assert 0.015 < loaded['head.fc.weight'].std() < 0.025  # trunc-normal, std 0.02
     assert not loaded['head.fc.bias'].any()
-
-
-def extract_cifar10_jpegs(classes: list) -> dict:
-    """The first image of each class in each split of the shared archive (train/<class>/*.jpg,
-    test/<class>/*.jpg; only those members are extracted): {split: [(RGB array, class)]}."""
-    assert CIFAR10_JPEGS.is_file(), (
-        f'CIFAR-10 JPEGs expected at {CIFAR10_JPEGS} (../shared/data/cifar10/ beside the '
-        'checkout)')
-    missing = {(split, name) for split in ('train', 'test') for name in classes}
-    images = {'train': [], 'test': []}
-    with tarfile.open(CIFAR10_JPEGS) as archive:
-        for member in archive:
-            split, name = (member.name.split('/') + ['', ''])[:2]
-            if member.isfile() and (split, name) in missing:
-                missing.remove((split, name))
-                with Image.open(archive.extractfile(member)) as image:
-                    images[split].append((np.asarray(image.convert('RGB')), name))
-                if not missing:
-                    break
-    assert not missing, f'{CIFAR10_JPEGS} lacks images of {sorted(missing)}'
-    return images
 
 
 def write_cifar10_batches(root: Path, images: dict) -> None:
