@@ -19,7 +19,7 @@ def tiny_classifier(depths=(1, 1, 1, 1), drop_path_rate=0.):
 
 def loss_and_grads(model, images, labels):
     from mmpretrain.structures import DataSample
-    samples = [DataSample().set_gt_label(int(label)) for label in labels]
+    samples = [DataSample().set_gt_label(int(label)).to(images.device) for label in labels]
     model.zero_grad()
     loss = model.loss(images, samples)['loss']
     loss.backward()

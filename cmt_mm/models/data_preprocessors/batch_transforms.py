@@ -173,26 +173,26 @@ def sharpness(images, magnitude):
     return _blend(images, smooth.round(), 1 + magnitude)
 
 
-def _warp(images: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor,
+def _warp(images: torch.Tensor, inverse: torch.Tensor, fill: torch.Tensor,
           interpolation: str) -> torch.Tensor:
-    """Warp each image by its 2x3 pixel-space matrix (OpenCV's ``warpAffine``: output pixel
-    ``p`` comes from source pixel ``M^-1 p``, pixel centres at integer coordinates), filling
-    what falls outside the image with ``fill``."""
-    n, _, height, width = images.shape
-    full = torch.eye(3, device=images.device).repeat(n, 1, 1)
-    full[:, :2] = matrix
-    # normalised coordinates of grid_sample (align_corners=False) to pixel coordinates
-    to_pixels = images.new_tensor([[width / 2, 0, (width - 1) / 2],
-                                   [0, height / 2, (height - 1) / 2], [0, 0, 1]])
-    theta = torch.linalg.inv(to_pixels) @ torch.linalg.inv(full) @ to_pixels
-    grid = F.affine_grid(theta[:, :2], list(images.shape), align_corners=False)
+    """Warp each image as OpenCV's ``warpAffine`` with the forward matrix ``M`` does, given
+    ``inverse`` (n, 2, 3) = ``M^-1``: output pixel ``p`` comes from source pixel ``M^-1 p``,
+    pixel centres at integer coordinates. What falls outside the image becomes ``fill``."""
+    height, width = images.shape[-2:]
+    # grid_sample's normalised coordinates (align_corners=False): u = (2 x + 1) / W - 1
+    scale = images.new_tensor([width, height]) / 2
+    offset = (images.new_tensor([width, height]) - 1) / 2
+    linear = inverse[:, :, :2] * scale.view(1, 1, 2) / scale.view(1, 2, 1)
+    shift = (inverse[:, :, :2] @ offset + inverse[:, :, 2] - offset) / scale
+    theta = torch.cat([linear, shift.unsqueeze(2)], 2)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     # sampling (images - fill) with zero padding fills the outside with ``fill``
     warped = F.grid_sample(images - fill, grid, mode=interpolation, padding_mode='zeros',
                            align_corners=False)
     return warped + fill
 
 
-def _matrices(n: int, device) -> torch.Tensor:
+def _identities(n: int, device) -> torch.Tensor:
     matrix = torch.zeros(n, 2, 3, device=device)
     matrix[:, 0, 0] = matrix[:, 1, 1] = 1
     return matrix
@@ -201,40 +201,41 @@ def _matrices(n: int, device) -> torch.Tensor:
 def rotate(images, degrees, fill, interpolation):
     """Rotate about the image centre, clockwise for positive angles (``mmcv.imrotate``)."""
     height, width = images.shape[-2:]
-    angle = torch.deg2rad(-degrees)
+    # the inverse of a clockwise rotation is the counter-clockwise one
+    angle = torch.deg2rad(degrees)
     cos, sin = torch.cos(angle), torch.sin(angle)
     cx, cy = (width - 1) / 2, (height - 1) / 2
-    matrix = torch.stack([
+    inverse = torch.stack([
         torch.stack([cos, sin, (1 - cos) * cx - sin * cy], 1),
         torch.stack([-sin, cos, sin * cx + (1 - cos) * cy], 1)
     ], 1)
-    return _warp(images, matrix, fill, interpolation)
+    return _warp(images, inverse, fill, interpolation)
 
 
 def shear_x(images, magnitude, fill, interpolation):
     """``mmcv.imshear(direction='horizontal')``: x' = x + magnitude * y."""
-    matrix = _matrices(images.size(0), images.device)
-    matrix[:, 0, 1] = magnitude
-    return _warp(images, matrix, fill, interpolation)
+    inverse = _identities(images.size(0), images.device)
+    inverse[:, 0, 1] = -magnitude
+    return _warp(images, inverse, fill, interpolation)
 
 
 def shear_y(images, magnitude, fill, interpolation):
-    matrix = _matrices(images.size(0), images.device)
-    matrix[:, 1, 0] = magnitude
-    return _warp(images, matrix, fill, interpolation)
+    inverse = _identities(images.size(0), images.device)
+    inverse[:, 1, 0] = -magnitude
+    return _warp(images, inverse, fill, interpolation)
 
 
 def translate_x(images, fraction, fill, interpolation):
     """Shift by ``fraction`` of the width (mmpretrain's ``Translate``)."""
-    matrix = _matrices(images.size(0), images.device)
-    matrix[:, 0, 2] = fraction * images.size(-1)
-    return _warp(images, matrix, fill, interpolation)
+    inverse = _identities(images.size(0), images.device)
+    inverse[:, 0, 2] = -fraction * images.size(-1)
+    return _warp(images, inverse, fill, interpolation)
 
 
 def translate_y(images, fraction, fill, interpolation):
-    matrix = _matrices(images.size(0), images.device)
-    matrix[:, 1, 2] = fraction * images.size(-2)
-    return _warp(images, matrix, fill, interpolation)
+    inverse = _identities(images.size(0), images.device)
+    inverse[:, 1, 2] = -fraction * images.size(-2)
+    return _warp(images, inverse, fill, interpolation)
 
 
 class _Op:
@@ -335,9 +336,12 @@ class BatchRandAugment:
         images = images.clone()
         for _ in range(self.num_policies):
             choice = torch.randint(len(self.ops), (n, ), device=device)
-            applied = _uniform(n, device) < self.prob
-            for index, op in enumerate(self.ops):
-                selected = ((choice == index) & applied).nonzero().squeeze(1)
+            # images left alone this round (probability 1 - prob) get the choice past the last
+            choice[_uniform(n, device) >= self.prob] = len(self.ops)
+            # one read-back per round: the images of each operation, grouped
+            order = choice.argsort()
+            counts = torch.bincount(choice, minlength=len(self.ops) + 1).tolist()
+            for op, selected in zip(self.ops, order.split(counts)):
                 if selected.numel() == 0:
                     continue
                 magnitude = (self._magnitudes(op, selected.numel(), device)
