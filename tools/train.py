@@ -469,6 +469,8 @@ def main(argv=None) -> None:
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
     if args.cuda_graph:
+        if args.compile:
+            raise UserError('--cuda-graph and --compile do not combine; choose one')
         enable_cuda_graph(cfg)
 
     if args.auto_scale_lr:

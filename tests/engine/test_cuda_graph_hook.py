@@ -82,10 +82,14 @@ def test_a_training_batch_of_another_shape_is_an_error():
         model.extract_feat(torch.randn(6, 3, 64, 64, device='cuda'))
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='the refusal is for machines without GPU')
-def test_train_py_refuses_cuda_graph_without_a_gpu(tmp_path):
+@pytest.mark.parametrize('options, message', [
+    (['--cuda-graph', '--compile'], '--cuda-graph and --compile do not combine'),
+    pytest.param(['--cuda-graph'], '--cuda-graph needs a GPU', marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason='the refusal is for machines without a GPU')),
+])
+def test_train_py_refuses_cuda_graph_where_it_cannot_run(tmp_path, options, message):
     proc = subprocess.run(
         [sys.executable, 'tools/train.py', 'configs/cifar10_scratch/cmt-s_1xb1024_cifar10-64px.py',
-         '--cuda-graph', '--work-dir', str(tmp_path)],
+         *options, '--work-dir', str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert '--cuda-graph needs a GPU' in error_line(proc)
+    assert message in error_line(proc)
