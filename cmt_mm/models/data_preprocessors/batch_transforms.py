@@ -18,10 +18,6 @@ from cmt_mm.registry import BATCH_TRANSFORMS
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
-def _uniform(n: int, device, low: float = 0., high: float = 1.) -> torch.Tensor:
-    return torch.empty(n, device=device).uniform_(low, high)
-
-
 @BATCH_TRANSFORMS.register_module()
 class BatchRandomCrop:
     """Pad every image by ``padding`` pixels and crop ``size`` at a random place per image,
@@ -67,7 +63,7 @@ class BatchRandomFlip:
         self.prob = prob
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flip = _uniform(images.size(0), images.device) < self.prob
+        flip = torch.rand(images.size(0), device=images.device) < self.prob
         return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
@@ -91,7 +87,7 @@ class BatchResize:
         align = None if self.interpolation == 'nearest' else False
         resized = F.interpolate(images, size=self.size, mode=self.interpolation,
                                 align_corners=align)
-        return resized.clamp_(0, 255)  # bicubic overshoots, as OpenCV's saturating cast stops
+        return resized.clamp_(0, 255)  # bicubic overshoots; OpenCV's uint8 output saturates
 
 
 # --- RandAugment's operations. Each takes images (n, 3, H, W) in [0, 255] and a magnitude per
@@ -327,7 +323,7 @@ class BatchRandAugment:
         low, high = op.magnitude_range
         magnitude = low + (high - low) * level / self.total_level
         if op.signed:
-            magnitude = torch.where(_uniform(n, device) < 0.5, -magnitude, magnitude)
+            magnitude = torch.where(torch.rand(n, device=device) < 0.5, -magnitude, magnitude)
         return magnitude
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -337,7 +333,7 @@ class BatchRandAugment:
         for _ in range(self.num_policies):
             choice = torch.randint(len(self.ops), (n, ), device=device)
             # images left alone this round (probability 1 - prob) get the choice past the last
-            choice[_uniform(n, device) >= self.prob] = len(self.ops)
+            choice[torch.rand(n, device=device) >= self.prob] = len(self.ops)
             # one read-back per round: the images of each operation, grouped
             order = choice.argsort()
             counts = torch.bincount(choice, minlength=len(self.ops) + 1).tolist()
