@@ -12,7 +12,8 @@ dataset_type = 'CustomDataset'
 
 # The augmentations run on the whole batch on the GPU (cmt_mm.BatchAugmentClsDataPreprocessor),
 # the same ones as mmpretrain's RandomCrop, RandomFlip, RandAugment('timm_increasing') and Resize
-# per image: per image on the CPU they cost more than CMT-S's training step on an H100.
+# per image: run per image in the loading workers, they left CMT-S's step waiting (run 4's
+# epochs took 10-13 s for 5-6 s of model steps; run 5's, on the GPU, 7.5 s; docs/results.md).
 data_preprocessor = dict(
     type='cmt_mm.BatchAugmentClsDataPreprocessor',
     num_classes=10,
