@@ -2,10 +2,11 @@
 
 For tiny images such as CIFAR's, the per-sample Python work of a CPU pipeline (cropping,
 flipping, RandAugment, resizing, packing) can leave a GPU waiting for the data loader (CMT-S on
-CIFAR-10: epochs of 10-13 s against 7.5 s with these). These transforms do the same work on the batch tensor, with a random
-draw per image, in a few dozen kernels. They take and return float tensors ``(N, C, H, W)`` of
-RGB values in [0, 255] (``BatchAugmentClsDataPreprocessor`` runs them before normalising) and
-draw from torch's generator of the batch's device, which ``cmt_mm.IterationSeedHook`` seeds.
+CIFAR-10: epochs of 10-13 s against 7.5 s with these). These transforms do the same work on the
+batch tensor, with a random draw per image, in a few dozen kernels. They take and return float
+tensors ``(N, C, H, W)`` of RGB values in [0, 255] (``BatchAugmentClsDataPreprocessor`` runs
+them before normalising) and draw from torch's generator of the batch's device, which
+``cmt_mm.IterationSeedHook`` seeds.
 """
 from typing import Callable, Dict, Sequence, Tuple, Union
 
