@@ -6,6 +6,6 @@ from .non_finite_loss_hook import NonFiniteLossHook, TrainingDivergedError
 from .stop_workers_hook import StopPersistentWorkersHook
 
 __all__ = [
-    'AtomicCheckpointHook', 'CompileHook', 'CUDAGraphHook', 'IterationSeedHook', 'NonFiniteLossHook',
-    'StopPersistentWorkersHook', 'TrainingDivergedError', 'atomic_write'
+    'AtomicCheckpointHook', 'CompileHook', 'CUDAGraphHook', 'IterationSeedHook',
+    'NonFiniteLossHook', 'StopPersistentWorkersHook', 'TrainingDivergedError', 'atomic_write'
 ]

@@ -1,8 +1,7 @@
-from .batch_transforms import (BatchRandAugment, BatchRandomCrop,
-                               BatchRandomFlip, BatchResize)
+from .batch_transforms import BatchRandAugment, BatchRandomCrop, BatchRandomFlip, BatchResize
 from .data_preprocessor import BatchAugmentClsDataPreprocessor
 
 __all__ = [
-    'BatchAugmentClsDataPreprocessor', 'BatchRandAugment', 'BatchRandomCrop',
-    'BatchRandomFlip', 'BatchResize'
+    'BatchAugmentClsDataPreprocessor', 'BatchRandAugment', 'BatchRandomCrop', 'BatchRandomFlip',
+    'BatchResize'
 ]
