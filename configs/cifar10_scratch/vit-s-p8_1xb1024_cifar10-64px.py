@@ -1,6 +1,6 @@
 # A ViT of CMT-S's size (DeiT-S: 12 blocks, 384 channels, 21.7M parameters) trained from scratch
 # on CIFAR-10 with CMT-S's data, recipe and budget; 8x8 patches give 64 tokens at 64x64.
-#   python tools/train.py configs/cifar10_scratch/vit-s-p8_1xb1024_cifar10-64px.py --amp --amp-dtype bfloat16 --compile
+#   python tools/train.py configs/cifar10_scratch/vit-s-p8_1xb1024_cifar10-64px.py --amp --amp-dtype bfloat16 --cuda-graph
 # The seed experiment this beats: a ViT at 32x32 with Adam 1e-3, 62.73% top-1 after 36 epochs.
 _base_ = [
     'mmpretrain::_base_/models/vit-base-p16.py',
@@ -15,9 +15,9 @@ model = dict(
         in_channels=384,
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
 
-# the epochs that fitted 10 minutes of one H100 in run 2, with --compile, before RandAugment and
-# the faster optimizer (docs/results.md)
-max_epochs = 27
+# the epochs estimated to fit 10 minutes of one H200 with --cuda-graph, from a 4-epoch probe
+# (0.09-0.10 s per step); not yet run at this length (docs/results.md, run 6)
+max_epochs = 75
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = _base_.param_scheduler
 param_scheduler[1]['end'] = max_epochs  # the cosine
