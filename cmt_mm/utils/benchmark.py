@@ -15,8 +15,11 @@ What one step is:
   random weights;
 * detection training: ``model.train_step`` (preprocessor, losses, backward, AdamW step) through an
   mmengine ``OptimWrapper``, or an ``AmpOptimWrapper`` for bfloat16 / float16, on random boxes
-  (and masks) from ``mmdet.testing.demo_mm_inputs``. The same AdamW for every model, so that step
-  times compare models, not recipes.
+  (and masks) from ``mmdet.testing.demo_mm_inputs``. The same AdamW for every model (fused, as
+  cmt_mm's schedules train), so that step times compare models, not recipes. A two-stage
+  detector's training step runs with cuDNN's autotuner off: its mask head sees a new number of
+  positive RoIs in every step, and the autotuner would search algorithms for each (mmdet trains
+  with it off too).
 
 Timing: ``warmup`` steps, then ``repeats`` runs of as many steps as fill ``min_repeat_time``
 seconds, timed with CUDA events; the median per step is reported. Peak memory is torch's
@@ -48,6 +51,7 @@ Where the time goes: with ``profile_steps``, each measured cell then runs that m
 on the CPU for a CPU run), per step; the tools print them as a table under the cell.
 """
 import argparse
+import contextlib
 import copy
 import functools
 import gc
@@ -208,6 +212,17 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, warmup: int = 3
     b = torch.randn(size, size, device=device, dtype=dtype)
     timing = time_steps(lambda: torch.matmul(a, b), device, warmup, repeats, 0.1)
     return 2 * size**3 / timing.median / 1e12
+
+
+@contextlib.contextmanager
+def cudnn_autotuner(enabled: bool):
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside the block."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _release_memory(device: torch.device) -> None:
@@ -394,7 +409,7 @@ def _optim_wrapper(model: nn.Module, dtype: torch.dtype):
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
-                                  weight_decay=0.05)
+                                  weight_decay=0.05, fused=True)
     if dtype == torch.float32:
         return OptimWrapper(optimizer)
     try:
@@ -650,7 +665,12 @@ class ConfigBenchmark:
                     data = self._batch(model, s.det_train_batch)
                     optim_wrapper = _optim_wrapper(model, DTYPES[dtype])
                     model.train()
-                    return lambda: model.train_step(data, optim_wrapper)
+                    autotune = not hasattr(model, 'roi_head')  # RoI shapes vary per step
+
+                    def step():
+                        with cudnn_autotuner(autotune):
+                            model.train_step(data, optim_wrapper)
+                    return step
                 cells.append(self._measure('train', dtype, s.det_train_batch, make_train_step,
                                            flops.get('train')))
                 model.zero_grad(set_to_none=True)

@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cmt_mm.registry import MODELS
 from cmt_mm.utils.checkpoint import load_backbone_weights
+from .biased_attention import biased_attention
 from .position_bias import bias_in_dtype, resize_position_bias, square_grid
 
 # Spatial reduction of keys/values per stage: every stage attends to a key grid of stride 32.
@@ -194,8 +195,7 @@ class LightweightAttention(nn.Module):
         k = self.split_heads(self.k(kv))
         v = self.split_heads(self.v(kv))
         # The default scale is (C / heads)^-0.5, as in the reference.
-        out = F.scaled_dot_product_attention(q, k, v,
-                                             attn_mask=bias_in_dtype(position_bias, q.dtype))
+        out = biased_attention(q, k, v, bias_in_dtype(position_bias, q.dtype))
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
