@@ -85,8 +85,9 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
                      dense_backward: Optional[bool] = None) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d) + bias) v`` for ``(images, heads, tokens, d)`` inputs.
 
-    ``bias``, ``(heads, queries, keys)`` or broadcastable to it, is shared by the images. ``dense_backward`` chooses the backward:
-    None decides by :func:`dense_backward_pays`; without gradients SDPA runs alone.
+    ``bias``, ``(heads, queries, keys)`` or broadcastable to it, is shared by the images.
+    ``dense_backward`` chooses the backward: None decides by :func:`dense_backward_pays`;
+    without gradients SDPA runs alone.
     """
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, bias))
