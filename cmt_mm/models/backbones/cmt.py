@@ -25,6 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from cmt_mm.registry import MODELS
 from cmt_mm.utils.checkpoint import load_backbone_weights
 from .biased_attention import biased_attention
+from .fast_layer_norm import FastLayerNorm
 from .position_bias import bias_in_dtype, resize_position_bias, square_grid
 
 # Spatial reduction of keys/values per stage: every stage attends to a key grid of stride 32.
@@ -148,7 +149,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int):
         super().__init__()
         self.projection = nn.Conv2d(in_channels, embed_dims, kernel_size=2, stride=2)
-        self.norm = nn.LayerNorm(embed_dims, eps=1e-5)
+        self.norm = FastLayerNorm(embed_dims, eps=1e-5)  # the float32 residual stream
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x = self.projection(x)
@@ -227,9 +228,10 @@ class CMTBlock(nn.Module):
         super().__init__()
         self.with_cp = with_cp
         self.local_perception = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
-        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        # The norms feed only linear layers and convolutions: under autocast they write its dtype.
+        self.norm1 = FastLayerNorm(embed_dims, eps=1e-6, autocast_output=True)
         self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.norm2 = FastLayerNorm(embed_dims, eps=1e-6, autocast_output=True)
         self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
