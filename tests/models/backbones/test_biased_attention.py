@@ -1,5 +1,6 @@
-"""The dense backward of CMT's biased attention gives SDPA's gradients, and is chosen only where
-the memory-efficient kernel's backward would leave the GPU idle."""
+"""Splitting the queries of CMT's biased attention into groups gives SDPA's outputs and
+gradients, and happens only where the memory-efficient kernel's backward would leave the GPU
+idle."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,7 @@ import torch.nn.functional as F
 from cmt_mm.models import CMT
 from cmt_mm.models.backbones import biased_attention as attention_module
 from cmt_mm.models.backbones.biased_attention import (backward_blocks, biased_attention,
-                                                      dense_backward_pays)
+                                                      query_groups)
 
 
 def inputs(images=3, heads=2, queries=40, keys=6, dims=8, bias_shape=None, dtype=torch.float64):
@@ -19,66 +20,69 @@ def inputs(images=3, heads=2, queries=40, keys=6, dims=8, bias_shape=None, dtype
     return q, k, v, bias
 
 
-def sdpa_and_dense(q, k, v, bias):
+def meta(*shape):
+    return torch.empty(*shape, device='meta')
+
+
+@pytest.mark.parametrize('bias_shape', [None, (1, 2, 40, 6), (40, 6)])
+@pytest.mark.parametrize('groups', [2, 5, 40])
+def test_grouped_queries_give_the_sdpa_outputs_and_gradients(bias_shape, groups):
+    q, k, v, bias = inputs(bias_shape=bias_shape)
     grad_out = torch.randn_like(q)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     expected_grads = torch.autograd.grad(expected, (q, k, v, bias), grad_out)
-    out = biased_attention(q, k, v, bias, dense_backward=True)
+    out = biased_attention(q, k, v, bias, groups=groups)
     grads = torch.autograd.grad(out, (q, k, v, bias), grad_out)
-    return (expected, *expected_grads), (out, *grads)
-
-
-@pytest.mark.parametrize('bias_shape', [None, (1, 2, 40, 6)])
-@pytest.mark.parametrize('chunk_elements', [2**28, 2 * 40 * 6])  # one chunk, one per image
-def test_dense_backward_gives_the_sdpa_gradients(monkeypatch, bias_shape, chunk_elements):
-    monkeypatch.setattr(attention_module, 'DENSE_CHUNK_ELEMENTS', chunk_elements)
-    expected, got = sdpa_and_dense(*inputs(bias_shape=bias_shape))
-    for name, ref, value in zip(['out', 'q', 'k', 'v', 'bias'], expected, got):
+    for name, ref, value in zip(['out', 'q', 'k', 'v', 'bias'], (expected, *expected_grads),
+                                (out, *grads)):
         assert value.shape == ref.shape, name
         torch.testing.assert_close(value, ref, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def test_dense_backward_passes_gradcheck():
+def test_grouped_queries_pass_gradcheck():
     q, k, v, bias = inputs(images=2, queries=9, keys=3, dims=4)
-    assert torch.autograd.gradcheck(
-        lambda *args: biased_attention(*args, dense_backward=True), (q, k, v, bias))
+    assert torch.autograd.gradcheck(lambda *args: biased_attention(*args, groups=3),
+                                    (q, k, v, bias))
 
 
-def test_dense_backward_of_low_precision_inputs_computes_in_float32():
-    q32, k32, v32, b32 = (t.detach().float().requires_grad_() for t in inputs())
-    q, k, v, bias = (t.detach().bfloat16().requires_grad_() for t in (q32, k32, v32, b32))
-    grad_out = torch.randn_like(q32)
-    expected = torch.autograd.grad(
-        F.scaled_dot_product_attention(q32, k32, v32, attn_mask=b32), (q32, k32, v32, b32),
-        grad_out)
-    grads = torch.autograd.grad(biased_attention(q, k, v, bias, dense_backward=True),
-                                (q, k, v, bias), grad_out.bfloat16())
-    for ref, grad in zip(expected, grads):
-        assert grad.dtype == torch.bfloat16
-        # only bfloat16's rounding of the inputs and of the result
-        assert ((grad.float() - ref).norm() / ref.norm()).item() < 2e-2
+def test_groups_that_do_not_divide_the_queries_are_an_error():
+    with pytest.raises(ValueError, match='40 queries do not split into 3 groups'):
+        biased_attention(*inputs(), groups=3)
 
 
-def test_the_dense_backward_is_chosen_only_for_few_gpu_blocks():
+def test_groups_fill_the_gpu_only_where_the_backward_would_not():
+    h100_sms = 132
+    # RetinaNet at 1280x800, batch 2: stages 1-4 have 64,000 / 16,000 / 4,000 / 1,000 queries
+    # against 1,000 keys with 1 / 2 / 4 / 8 heads.
+    stage_1 = meta(2, 1, 64000, 64), meta(2, 1, 1000, 64)
+    assert backward_blocks(*stage_1) == 32
+    assert query_groups(*stage_1, sms=h100_sms) == 10  # 320 blocks
+    assert query_groups(meta(2, 2, 16000, 64), meta(2, 2, 1000, 64), sms=h100_sms) == 5
+    assert query_groups(meta(2, 4, 4000, 64), meta(2, 4, 1000, 64), sms=h100_sms) == 4
+    assert query_groups(meta(2, 8, 1000, 64), meta(2, 8, 1000, 64), sms=h100_sms) == 2
+    # CIFAR-10 at 64x64, batch 1,024, stage 1: 256 queries, 4 keys: 1,024 blocks already
+    assert query_groups(meta(1024, 1, 256, 64), meta(1024, 1, 4, 64), sms=h100_sms) == 1
+    # A prime number of queries cannot split; small groups are not worth it.
+    assert query_groups(meta(1, 1, 7919, 64), meta(1, 1, 100, 64), sms=h100_sms) == 1
+    assert query_groups(meta(1, 1, 128, 64), meta(1, 1, 4, 64), sms=h100_sms) == 2
+    # One block needs 264 groups; groups keep 64 queries at least, and divide the queries.
+    assert query_groups(meta(1, 1, 64 * 49, 64), meta(1, 1, 64, 64), sms=h100_sms) == 49
+    assert query_groups(meta(1, 1, 2 * 7919, 64), meta(1, 1, 64, 64), sms=h100_sms) == 2
+    # On a CPU SDPA's backward is already dense.
     q, k, _, _ = inputs()
-    assert not dense_backward_pays(q, k)  # on a CPU SDPA's backward is already dense
-    # RetinaNet at 1280x800, batch 2, stage 1: 64,000 queries, 1,000 keys, one head
-    assert backward_blocks(torch.empty(2, 1, 64000, 64, device='meta'),
-                           torch.empty(2, 1, 1000, 64, device='meta')) == 32
-    # CIFAR-10 at 64x64, batch 1,024, stage 1: 256 queries, 4 keys
-    assert backward_blocks(torch.empty(1024, 1, 256, 64, device='meta'),
-                           torch.empty(1024, 1, 4, 64, device='meta')) == 1024
+    assert query_groups(q, k) == 1
 
 
-def test_without_gradients_sdpa_runs_alone(monkeypatch):
-    monkeypatch.setattr(attention_module._DenseBackwardAttention, 'apply',
-                        lambda *args: pytest.fail('the dense backward was used'))
+def test_without_gradients_the_queries_stay_together(monkeypatch):
+    monkeypatch.setattr(attention_module, 'query_groups',
+                        lambda *args: pytest.fail('groups were chosen for inference'))
     q, k, v, bias = inputs()
     with torch.no_grad():
-        biased_attention(q, k, v, bias, dense_backward=True)
+        torch.testing.assert_close(biased_attention(q, k, v, bias),
+                                   F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
 
 
-def test_cmt_trains_with_the_dense_backward_as_with_sdpa(monkeypatch):
+def test_cmt_trains_with_grouped_queries_as_without(monkeypatch):
     arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2, stem_channels=8)
     x = torch.randn(2, 3, 96, 64, dtype=torch.float64)
 
@@ -90,12 +94,31 @@ def test_cmt_trains_with_the_dense_backward_as_with_sdpa(monkeypatch):
         return {name: p.grad for name, p in model.named_parameters()}
 
     expected = gradients()
-    monkeypatch.setattr(attention_module, 'dense_backward_pays', lambda q, k: True)
-    used = []
-    apply = attention_module._DenseBackwardAttention.apply
-    monkeypatch.setattr(attention_module._DenseBackwardAttention, 'apply',
-                        lambda *args: used.append(1) or apply(*args))
+    chosen = []
+    # Stages 1-4 have 384, 96, 24 and 6 queries at 96x64.
+    monkeypatch.setattr(attention_module, 'query_groups',
+                        lambda q, k: chosen.append(q.shape[-2]) or 2)
     got = gradients()
-    assert len(used) == 4  # every block
+    assert chosen == [384, 96, 24, 6]  # every block
     for name, grad in expected.items():
         torch.testing.assert_close(got[name], grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the memory-efficient kernel needs a GPU')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_grouped_queries_match_on_the_gpu_kernel(dtype):
+    # RetinaNet's stage 1 at 640x400: 16,000 queries, 250 keys (its rows padded to 256).
+    q, k, v = (torch.randn(2, 1, n, 64, device='cuda', dtype=dtype, requires_grad=True)
+               for n in (16000, 250, 250))
+    bias = torch.randn(1, 16000, 256, device='cuda', dtype=dtype)[..., :250].requires_grad_()
+    grad_out = torch.randn_like(q)
+    assert query_groups(q, k) > 1
+    results = []
+    for groups in (1, None):
+        out = biased_attention(q, k, v, bias, groups=groups)
+        results.append((out, *torch.autograd.grad(out, (q, k, v, bias), grad_out)))
+    # The keys' and values' gradients are sums of the groups' gradients, each rounded to dtype.
+    limit = 1e-5 if dtype == torch.float32 else 1e-2
+    for name, ref, value in zip(['out', 'q', 'k', 'v', 'bias'], *results):
+        error = ((value.float() - ref.float()).norm() / ref.float().norm()).item()
+        assert error < limit, f'{name}: relative error {error:.2g}'
