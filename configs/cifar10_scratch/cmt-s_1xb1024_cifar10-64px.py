@@ -14,8 +14,8 @@ model = dict(
     # no Mixup/CutMix: they pay off over long schedules, not in minutes
     train_cfg=None)
 
-# the epochs that fit 10 minutes of one H200 with --cuda-graph: 90.03% / 90.17% in 535 / 561 s
-# (run 6, docs/results.md)
+# the epochs that fit 10 minutes of one GPU with --cuda-graph: 90.04% in 424 s on an H100 (run 7),
+# 90.03% / 90.17% in 535 / 561 s on an H200 before FastLayerNorm (run 6; docs/results.md)
 max_epochs = 66
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = _base_.param_scheduler
