@@ -4,14 +4,16 @@ import torch
 
 from cmt_mm.registry import MODELS
 
+# A CMT of a few thousand parameters, one block per stage.
+TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2, stem_channels=8)
+
 
 def tiny_classifier(depths=(1, 1, 1, 1), drop_path_rate=0.):
     torch.manual_seed(0)
     return MODELS.build(dict(
         type='mmpretrain.ImageClassifier',
         backbone=dict(type='cmt_mm.CMT',
-                      arch=dict(embed_dims=[8, 16, 32, 64], depths=list(depths), mlp_ratio=2.,
-                                stem_channels=8, img_size=64),
+                      arch=dict(TINY_ARCH, depths=list(depths), img_size=64),
                       out_indices=(3, ), drop_path_rate=drop_path_rate),
         neck=dict(type='mmpretrain.GlobalAveragePooling'),
         head=dict(type='mmpretrain.LinearClsHead', num_classes=3, in_channels=64)))

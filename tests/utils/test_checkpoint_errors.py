@@ -17,12 +17,11 @@ from cmt_mm.models import CMT
 from cmt_mm.utils.checkpoint import (CheckpointError, check_model_weights, load_backbone_weights,
                                      read_model_checkpoint)
 from reference.cmt_released import build_released_cmt
-
-SMALL_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2, stem_channels=8)
+from tiny_models import TINY_ARCH
 
 
 def small_cmt(**kwargs):
-    return CMT(SMALL_ARCH, pretrain_img_size=64, **kwargs)
+    return CMT(TINY_ARCH, pretrain_img_size=64, **kwargs)
 
 
 def one_line_error(call, *args, **kwargs) -> str:

@@ -9,6 +9,7 @@ from cmt_mm.models import CMT
 from cmt_mm.models.backbones import biased_attention as attention_module
 from cmt_mm.models.backbones.biased_attention import (backward_blocks, biased_attention,
                                                       query_groups)
+from tiny_models import TINY_ARCH
 
 
 def inputs(images=3, heads=2, queries=40, keys=6, dims=8, bias_shape=None, dtype=torch.float64):
@@ -83,12 +84,11 @@ def test_without_gradients_the_queries_stay_together(monkeypatch):
 
 
 def test_cmt_trains_with_grouped_queries_as_without(monkeypatch):
-    arch = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2, stem_channels=8)
     x = torch.randn(2, 3, 96, 64, dtype=torch.float64)
 
     def gradients():
         torch.manual_seed(0)
-        model = CMT(arch, pretrain_img_size=64).double()
+        model = CMT(TINY_ARCH, pretrain_img_size=64).double()
         model.init_weights()
         sum(out.square().mean() for out in model(x)).backward()
         return {name: p.grad for name, p in model.named_parameters()}

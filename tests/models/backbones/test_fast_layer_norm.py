@@ -97,6 +97,7 @@ def test_output_dtype_under_autocast(autocast_output):
 @needs_cuda
 def test_cmt_on_the_gpu_runs_the_kernels_and_keeps_a_float32_stream(monkeypatch):
     from cmt_mm.models.backbones import fast_layer_norm
+    from tiny_models import TINY_ARCH  # not at the top: the interpreter test runs this file alone
     calls = []  # (input dtype, output dtype) of each kernel call
     kernel = fast_layer_norm.triton_layer_norm
 
@@ -106,8 +107,7 @@ def test_cmt_on_the_gpu_runs_the_kernels_and_keeps_a_float32_stream(monkeypatch)
         return y
 
     monkeypatch.setattr(fast_layer_norm, 'triton_layer_norm', recording_kernel)
-    model = CMT(dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], mlp_ratio=2,
-                     stem_channels=8), pretrain_img_size=64).cuda()
+    model = CMT(TINY_ARCH, pretrain_img_size=64).cuda()
     model.init_weights()
     x = torch.randn(2, 3, 64, 64, device='cuda')
     with torch.autocast('cuda', dtype=torch.bfloat16):
