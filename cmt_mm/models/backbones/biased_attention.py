@@ -15,7 +15,7 @@ queries, and autograd sums the keys' and values' gradients over the groups.
 """
 import functools
 import math
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,29 +58,78 @@ def _query_groups(num_queries: int, blocks: int, sms: int) -> int:
     return next((g for g in divisors if g >= needed), divisors[-1])
 
 
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     groups: Optional[int] = None) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d) + bias) v`` for ``(images, heads, tokens, d)`` inputs.
+class LowRankBias(NamedTuple):
+    """An attention bias as the product of two factors: ``bias[h, i, j] = query_factor[h, i] .
+    key_factor[j]``, where the rows of ``key_factor`` sum to 1 (an interpolation matrix).
 
-    ``bias``, ``(heads, queries, keys)`` or broadcastable to it, is shared by the images.
-    ``groups`` splits the queries (see the module's docstring); None chooses by
-    :func:`query_groups` when gradients are needed, and 1 (no split) without them.
+    CMT's bias resized to a larger key grid is one: its ``rank`` columns are the pretraining
+    grid's keys, and the key side is a resize matrix shared by all heads (see
+    ``CMTStage.resized_position_bias``). Added to the logits, such a bias is a dot product, so
+    :func:`biased_attention` appends it to the queries' and keys' features: the attention runs
+    without a mask, never forming a queries-by-keys bias or its gradient.
+
+    Args:
+        query_factor: ``(heads, queries, rank)``.
+        key_factor: ``(keys, rank)``.
     """
-    if groups is None:
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, v, bias))
-        groups = query_groups(q, k) if needs_grad else 1
+    query_factor: torch.Tensor
+    key_factor: torch.Tensor
+
+
+def _grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  mask: Optional[torch.Tensor], groups: int,
+                  scale: Optional[float] = None) -> torch.Tensor:
+    """SDPA with the queries split into ``groups`` that it sees as more heads."""
     if groups == 1:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    images, heads, num_queries, dims = q.shape
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    images, heads, num_queries, _ = q.shape
     if num_queries % groups:
         raise ValueError(f'{num_queries} queries do not split into {groups} groups')
     grouped_heads = heads * groups
-    q = q.reshape(images, grouped_heads, num_queries // groups, dims)
-    k, v = (t.unsqueeze(2).expand(-1, -1, groups, -1, -1).reshape(images, grouped_heads, -1, dims)
-            for t in (k, v))
-    # A view for CMT's (heads, queries, keys) bias: its rows keep their alignment.
-    bias = bias.expand(1, heads, num_queries, k.shape[-2])[0].reshape(
-        grouped_heads, num_queries // groups, k.shape[-2])
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    return out.reshape(images, heads, num_queries, dims)
+    q = q.reshape(images, grouped_heads, num_queries // groups, q.shape[-1])
+    k, v = (t.unsqueeze(2).expand(-1, -1, groups, -1, -1).reshape(
+        images, grouped_heads, t.shape[-2], t.shape[-1]) for t in (k, v))
+    if mask is not None:
+        # A view for CMT's (heads, queries, keys) bias: its rows keep their alignment.
+        mask = mask.expand(1, heads, num_queries, k.shape[-2])[0].reshape(
+            grouped_heads, num_queries // groups, k.shape[-2])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(images, heads, num_queries, v.shape[-1])
+
+
+def _low_rank_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               bias: LowRankBias, groups: int) -> torch.Tensor:
+    """``q k^T / sqrt(d) + bias`` as ``[q, query_factor] [k, key_factor sqrt(d)]^T / sqrt(d)``.
+
+    The appended features are zero-padded so that the head size is a multiple of 8, and the
+    values to the same size (the flash kernel wants one size for all three); the padded part of
+    the output is dropped.
+    """
+    images, heads, _, dims = q.shape
+    scale = dims**-0.5
+    pad = -(dims + bias.key_factor.shape[-1]) % 8
+    query_factor = F.pad(bias.query_factor, (0, pad))
+    key_factor = F.pad(bias.key_factor / scale, (0, pad))
+    q = torch.cat([q, query_factor.expand(images, heads, -1, -1)], -1)
+    k = torch.cat([k, key_factor.expand(images, heads, -1, -1)], -1)
+    v = F.pad(v, (0, q.shape[-1] - dims))
+    return _grouped_sdpa(q, k, v, None, groups, scale)[..., :dims]
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     bias: Union[torch.Tensor, LowRankBias],
+                     groups: Optional[int] = None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` for ``(images, heads, tokens, d)`` inputs.
+
+    ``bias``, ``(heads, queries, keys)`` or broadcastable to it, or a :class:`LowRankBias`, is
+    shared by the images. ``groups`` splits the queries (see the module's docstring); None
+    chooses by :func:`query_groups` when gradients are needed, and 1 (no split) without them.
+    """
+    low_rank = isinstance(bias, LowRankBias)
+    if groups is None:
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (q, k, v, *(bias if low_rank else [bias])))
+        groups = query_groups(q, k) if needs_grad else 1
+    if low_rank:
+        return _low_rank_biased_attention(q, k, v, bias, groups)
+    return _grouped_sdpa(q, k, v, bias, groups)

@@ -1,10 +1,12 @@
-"""Resizing CMT's dense relative position bias to other query and key grids."""
+"""Resizing CMT's relative position bias to other query and key grids, and casting it."""
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from .biased_attention import LowRankBias
 
 
 def square_grid(num_tokens: int) -> Tuple[int, int]:
@@ -30,6 +32,47 @@ def _bicubic_matrix(n_in: int, n_out: int, device: torch.device,
         return cols.reshape(n_in, n_out).t().to(dtype)
 
 
+def _matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    # torch.compile traces the matrices into its graph: it would bypass the cache anyway.
+    make = _bicubic_matrix.__wrapped__ if torch.compiler.is_compiling() else _bicubic_matrix
+    return make(n_in, n_out, device, dtype)
+
+
+def resize_query_side(bias: torch.Tensor,
+                      query_hw: Tuple[int, int],
+                      query_grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Resize a ``(heads, Hq0 * Wq0, keys)`` bias bicubically to another query grid.
+
+    Over query rows, then query columns, as matmuls with interpolation matrices: their backward
+    is GEMMs too, where that of ``F.interpolate`` on CUDA scatters millions of gradients into a
+    few inputs with contended atomics. Runs in the bias's dtype, under autocast too.
+    """
+    query_hw = tuple(query_hw)
+    query_grid = tuple(query_grid or square_grid(bias.shape[1]))
+    if query_grid == query_hw:
+        return bias
+    heads, num_keys = bias.shape[0], bias.shape[2]
+    with torch.autocast(bias.device.type, enabled=False):
+        # (heads, Hq0, Wq0 * keys) -> (heads, Hq, Wq0, keys) -> (heads, Hq, Wq, keys)
+        bias = _matrix(query_grid[0], query_hw[0], bias.device, bias.dtype) @ bias.reshape(
+            heads, query_grid[0], -1)
+        bias = _matrix(query_grid[1], query_hw[1], bias.device, bias.dtype) @ bias.reshape(
+            heads, query_hw[0], query_grid[1], num_keys)
+    return bias.reshape(heads, -1, num_keys)
+
+
+def key_resize_matrix(key_grid: Tuple[int, int], key_hw: Tuple[int, int],
+                      device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The ``(Hk * Wk, Hk0 * Wk0)`` matrix of bicubic resizing from ``key_grid`` to ``key_hw``.
+
+    The Kronecker product of the row and column matrices: a bias resized over its keys is
+    ``bias @ key_resize_matrix(...).t()``. Made in float64, then cast to ``dtype``.
+    """
+    rows = _matrix(key_grid[0], key_hw[0], device, torch.float64)
+    cols = _matrix(key_grid[1], key_hw[1], device, torch.float64)
+    return torch.kron(rows, cols).to(dtype)
+
+
 def resize_position_bias(bias: torch.Tensor,
                          query_hw: Tuple[int, int],
                          key_hw: Tuple[int, int],
@@ -38,12 +81,11 @@ def resize_position_bias(bias: torch.Tensor,
     """Resize a ``(heads, Hq0 * Wq0, Hk0 * Wk0)`` bias to other query and key grids.
 
     The bias is a function of (query position, key position); it is resized bicubically over the
-    query grid, then over the key grid, as ``F.interpolate(mode='bicubic')`` would. Bicubic
-    resizing is linear and separable, so it is done by matmuls with interpolation matrices: their
-    backward is GEMMs too, where that of ``F.interpolate`` on CUDA scatters millions of gradients
-    into a few inputs with contended atomics. The key side comes last, one matmul with the
-    Kronecker product of its small matrices, so the large result is written once. It runs in the
-    bias's dtype, under autocast too. At the original grids the bias is returned unchanged.
+    query grid (:func:`resize_query_side`), then over the key grid, as
+    ``F.interpolate(mode='bicubic')`` would. Bicubic resizing is linear and separable: the key
+    side is one matmul with :func:`key_resize_matrix`, last, so the large result is written once.
+    It runs in the bias's dtype, under autocast too. At the original grids the bias is returned
+    unchanged.
 
     Args:
         bias: the bias.
@@ -53,37 +95,41 @@ def resize_position_bias(bias: torch.Tensor,
     Returns:
         Tensor: ``(heads, Hq * Wq, Hk * Wk)``.
     """
-    query_hw, key_hw = tuple(query_hw), tuple(key_hw)
-    query_grid = tuple(query_grid or square_grid(bias.shape[1]))
+    key_hw = tuple(key_hw)
     key_grid = tuple(key_grid or square_grid(bias.shape[2]))
-    heads, num_keys = bias.shape[0], bias.shape[2]
-
-    def matrix(n_in, n_out):
-        # torch.compile traces the matrices into its graph: it would bypass the cache anyway.
-        make = _bicubic_matrix.__wrapped__ if torch.compiler.is_compiling() else _bicubic_matrix
-        return make(n_in, n_out, bias.device, bias.dtype)
-
-    with torch.autocast(bias.device.type, enabled=False):
-        if query_grid != query_hw:
-            # Over query rows, then query columns: (heads, Hq0, Wq0 * Nk) -> (heads, Hq, Wq, Nk).
-            bias = matrix(query_grid[0], query_hw[0]) @ bias.reshape(heads, query_grid[0], -1)
-            bias = matrix(query_grid[1], query_hw[1]) @ bias.reshape(
-                heads, query_hw[0], query_grid[1], num_keys)
-            bias = bias.reshape(heads, -1, num_keys)
-        if key_grid != key_hw:
-            bias = bias @ torch.kron(matrix(key_grid[0], key_hw[0]),
-                                     matrix(key_grid[1], key_hw[1])).t()
+    bias = resize_query_side(bias, query_hw, query_grid)
+    if key_grid != key_hw:
+        with torch.autocast(bias.device.type, enabled=False):
+            bias = bias @ key_resize_matrix(key_grid, key_hw, bias.device, bias.dtype).t()
     return bias
 
 
-def bias_in_dtype(bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+# Casting a LowRankBias moves this factor from its query factor to its key factor: the query
+# factor then holds biases up to 64 * 65504 in float16, and a power of 2 keeps products exact.
+QUERY_FACTOR_DOWNSCALE = 64
+
+
+def bias_in_dtype(bias: Union[torch.Tensor, LowRankBias],
+                  dtype: torch.dtype) -> Union[torch.Tensor, LowRankBias]:
     """``bias`` cast to ``dtype`` (autocast's, say) for adding to the logits of a softmax.
 
     A softmax ignores a constant added to each row, so when the cast changes the dtype each row
     is first shifted to have its maximum at 0: a bias beyond float16's range cannot become inf
     (and the attention NaN), and the largest entries, which the softmax weights most, keep the
     most precision. The shift is detached: its gradient sums to nothing through the softmax.
+
+    A :class:`LowRankBias` has its query factor's rows shifted so: its key factor's rows sum to
+    1, so every entry of the bias's row moves as much.
     """
+    if isinstance(bias, LowRankBias):
+        if bias.query_factor.dtype == dtype:
+            return bias
+        return LowRankBias((_shift_rows(bias.query_factor) / QUERY_FACTOR_DOWNSCALE).to(dtype),
+                           (bias.key_factor * QUERY_FACTOR_DOWNSCALE).to(dtype))
     if bias.dtype == dtype:
         return bias
-    return (bias - bias.amax(-1, keepdim=True).detach()).to(dtype)
+    return _shift_rows(bias).to(dtype)
+
+
+def _shift_rows(bias: torch.Tensor) -> torch.Tensor:
+    return bias - bias.amax(-1, keepdim=True).detach()

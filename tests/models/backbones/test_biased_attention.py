@@ -1,14 +1,14 @@
-"""Splitting the queries of CMT's biased attention into groups gives SDPA's outputs and
-gradients, and happens only where the memory-efficient kernel's backward would leave the GPU
-idle."""
+"""CMT's biased attention gives SDPA's outputs and gradients: with the queries split into groups
+(only where the memory-efficient kernel's backward would leave the GPU idle), and with a low-rank
+bias appended to the queries' and keys' features."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cmt_mm.models import CMT
 from cmt_mm.models.backbones import biased_attention as attention_module
-from cmt_mm.models.backbones.biased_attention import (backward_blocks, biased_attention,
-                                                      query_groups)
+from cmt_mm.models.backbones.biased_attention import (LowRankBias, backward_blocks,
+                                                      biased_attention, query_groups)
 from tiny_models import TINY_ARCH
 
 
@@ -19,6 +19,14 @@ def inputs(images=3, heads=2, queries=40, keys=6, dims=8, bias_shape=None, dtype
     v = torch.randn(images, heads, keys, dims, dtype=dtype, requires_grad=True)
     bias = torch.randn(bias_shape or (heads, queries, keys), dtype=dtype, requires_grad=True)
     return q, k, v, bias
+
+
+def low_rank_inputs(images=3, heads=2, queries=40, keys=6, dims=8, rank=5,
+                    dtype=torch.float64):
+    q, k, v, _ = inputs(images, heads, queries, keys, dims, dtype=dtype)
+    query_factor = torch.randn(heads, queries, rank, dtype=dtype, requires_grad=True)
+    key_factor = torch.rand(keys, rank, dtype=dtype).softmax(-1).requires_grad_()
+    return q, k, v, LowRankBias(query_factor, key_factor)
 
 
 def meta(*shape):
@@ -104,6 +112,44 @@ def test_cmt_trains_with_grouped_queries_as_without(monkeypatch):
         torch.testing.assert_close(got[name], grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize('groups', [1, 4, None])
+@pytest.mark.parametrize('dims, rank', [(8, 5), (6, 9)])
+def test_low_rank_bias_gives_the_dense_bias_outputs_and_gradients(groups, dims, rank):
+    q, k, v, bias = low_rank_inputs(dims=dims, rank=rank)
+    grad_out = torch.randn_like(q)
+    inputs_ = (q, k, v, *bias)
+    dense = bias.query_factor @ bias.key_factor.t()
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+    expected_grads = torch.autograd.grad(expected, inputs_, grad_out)
+    out = biased_attention(q, k, v, bias, groups=groups)
+    grads = torch.autograd.grad(out, inputs_, grad_out)
+    names = ['out', 'q', 'k', 'v', 'query_factor', 'key_factor']
+    for name, ref, value in zip(names, (expected, *expected_grads), (out, *grads)):
+        assert value.shape == ref.shape, name
+        torch.testing.assert_close(value, ref, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_low_rank_bias_passes_gradcheck():
+    q, k, v, bias = low_rank_inputs(images=2, queries=9, keys=3, dims=4, rank=2)
+    assert torch.autograd.gradcheck(
+        lambda q, k, v, *factors: biased_attention(q, k, v, LowRankBias(*factors), groups=3),
+        (q, k, v, *bias))
+
+
+def test_low_rank_bias_runs_sdpa_without_a_mask_on_heads_of_a_multiple_of_8(monkeypatch):
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        seen.append((q.shape[-1], k.shape[-1], v.shape[-1], attn_mask))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, 'scaled_dot_product_attention', spy)
+    q, k, v, bias = low_rank_inputs(dims=64, rank=49)
+    assert biased_attention(q, k, v, bias).shape == q.shape
+    assert seen == [(120, 120, 120, None)]  # 64 + 49 features, padded to 120
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='the memory-efficient kernel needs a GPU')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_grouped_queries_match_on_the_gpu_kernel(dtype):
@@ -122,3 +168,28 @@ def test_grouped_queries_match_on_the_gpu_kernel(dtype):
     for name, ref, value in zip(['out', 'q', 'k', 'v', 'bias'], *results):
         error = ((value.float() - ref.float()).norm() / ref.float().norm()).item()
         assert error < limit, f'{name}: relative error {error:.2g}'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the flash kernel needs a GPU')
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_low_rank_bias_runs_on_the_flash_kernel_as_the_dense_bias(dtype):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # RetinaNet's stage 1 at 640x400, CMT-S (a 7x7 learned key grid): 16,000 queries, 250 keys.
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 1, n, 64, device='cuda', dtype=dtype, requires_grad=True)
+               for n in (16000, 250, 250))
+    query_factor = torch.randn(1, 16000, 49, device='cuda', requires_grad=True)
+    key_factor = torch.rand(250, 49, device='cuda').softmax(-1)
+    dense = (query_factor @ key_factor.t()).to(dtype)
+    bias = LowRankBias(query_factor.to(dtype), key_factor.to(dtype))
+    grad_out = torch.randn_like(q)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
+    ref_grads = torch.autograd.grad(ref, (q, k, v, query_factor), grad_out)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # an error if flash cannot run it
+        out = biased_attention(q, k, v, bias)
+    grads = torch.autograd.grad(out, (q, k, v, query_factor), grad_out)
+    for name, value, expected in zip(['out', 'q', 'k', 'v', 'query_factor'], (out, *grads),
+                                     (ref, *ref_grads)):
+        error = ((value.float() - expected.float()).norm() / expected.float().norm()).item()
+        assert error < 2e-2, f'{name}: relative error {error:.2g}'

@@ -7,7 +7,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cmt_mm.models import CMT, CMTClsHead
 from cmt_mm.models.backbones.cmt import DropPath
-from cmt_mm.models.backbones.position_bias import resize_position_bias
+from cmt_mm.models.backbones.position_bias import (key_resize_matrix, resize_position_bias,
+                                                   resize_query_side)
 
 BACKBONE_PARAMS = {'ti': 7_736_546, 'xs': 13_429_888, 's': 24_315_960, 'b': 43_651_996}
 CLASSIFIER_PARAMS = {'ti': 9_492_426, 'xs': 15_247_208, 's': 26_256_160, 'b': 45_715_076}
@@ -212,6 +213,17 @@ def test_bias_resize_matches_bicubic_interpolate(query_grid, query_hw, key_grid,
     grad, = torch.autograd.grad(out, bias, upstream)
     ref_grad, = torch.autograd.grad(ref, bias, upstream)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_key_side_resize_is_a_matrix_whose_rows_sum_to_1():
+    torch.manual_seed(0)
+    bias = torch.randn(2, 8 * 8, 3 * 3, dtype=torch.float64)
+    matrix = key_resize_matrix((3, 3), (5, 7), torch.device('cpu'), torch.float64)
+    assert matrix.shape == (5 * 7, 3 * 3)
+    # What lets a cast shift the rows of a low-rank bias's query factor (bias_in_dtype).
+    torch.testing.assert_close(matrix.sum(1), torch.ones(35, dtype=torch.float64))
+    torch.testing.assert_close(resize_query_side(bias, (13, 11)) @ matrix.t(),
+                               resize_position_bias(bias, (13, 11), (5, 7)))
 
 
 def test_bias_resize_ignores_autocast_and_inference_mode():

@@ -1,12 +1,14 @@
 """CMT's faster paths give the plain path's outputs: channels_last, torch.compile, the bias
 resized once per stage in the attention dtype and aligned for SDPA, 1x1 convs as matmuls, the
 FFN's shortcut folded into its depthwise conv."""
+import pytest
 import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from cmt_mm.models import CMT
 from cmt_mm.models.backbones import cmt as cmt_module
+from cmt_mm.models.backbones.biased_attention import LowRankBias
 
 TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2, stem_channels=8)
 # Compiling takes time per operation: one block per stage.
@@ -54,15 +56,47 @@ def test_maps_stay_channels_last_so_tokens_need_no_copies():
     assert layouts == [('Conv2d', True), ('InvertedResidualFFN', True), ('CMTStage', True)] * 4
 
 
-def test_bias_is_resized_once_per_stage_in_training(monkeypatch):
+@pytest.mark.parametrize('input_hw, resize_function', [
+    ((64, 64), 'resize_position_bias'),  # the learned key grid: a dense bias
+    ((96, 64), 'resize_query_side'),  # a larger key grid: a LowRankBias
+])
+def test_bias_is_resized_once_per_stage_in_training(monkeypatch, input_hw, resize_function):
     calls = []
-    resize = cmt_module.resize_position_bias
-    monkeypatch.setattr(cmt_module, 'resize_position_bias',
+    resize = getattr(cmt_module, resize_function)
+    monkeypatch.setattr(cmt_module, resize_function,
                         lambda *args, **kwargs: calls.append(args[1]) or resize(*args, **kwargs))
     model = tiny().train()
-    sum(o.mean() for o in model(torch.randn(2, 3, 96, 64))).backward()
-    assert calls == [(24, 16), (12, 8), (6, 4), (3, 2)]  # one per stage, not one per block
+    sum(o.mean() for o in model(torch.randn(2, 3, *input_hw))).backward()
+    h, w = input_hw[0] // 4, input_hw[1] // 4
+    # one per stage, not one per block
+    assert calls == [(h, w), (h // 2, w // 2), (h // 4, w // 4), (h // 8, w // 8)]
     assert all(stage.position_bias.grad.abs().sum() > 0 for stage in model.stages)
+
+
+def test_low_rank_bias_at_larger_key_grids_gives_the_dense_bias_results(monkeypatch):
+    """Above the learned key grid the stages pass a LowRankBias; the outputs and gradients are
+    those of the dense resized bias."""
+    x = torch.randn(2, 3, 160, 224, dtype=torch.float64)  # key grid 5x7 > the learned 2x2
+    stage = tiny().stages[0]
+    assert isinstance(stage.resized_position_bias((40, 56), (5, 7)), LowRankBias)
+    assert isinstance(stage.resized_position_bias((16, 16), (2, 2)), torch.Tensor)
+
+    def outputs_and_gradients():
+        model = tiny().double().train()
+        outs = model(x)
+        sum(out.square().mean() for out in outs).backward()
+        return outs, {name: p.grad for name, p in model.named_parameters()}
+
+    outs, grads = outputs_and_gradients()
+    monkeypatch.setattr(
+        cmt_module.CMTStage, 'resized_position_bias',
+        lambda self, query_hw, key_hw, dtype=None: cmt_module.resize_position_bias(
+            self.position_bias, query_hw, key_hw))
+    expected_outs, expected_grads = outputs_and_gradients()
+    for out, expected in zip(outs, expected_outs):
+        torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-12)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_bias_comes_in_the_autocast_dtype_with_aligned_rows():
