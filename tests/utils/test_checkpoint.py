@@ -11,6 +11,7 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
 from cmt_mm.models import CMT
+from cmt_mm.models.backbones.position_bias import resize_position_bias
 from cmt_mm.utils.checkpoint import (CheckpointError, convert_released_cmt, load_backbone_weights,
                                      missing_pretrained_checkpoints)
 from reference.cmt_released import build_released_cmt
@@ -137,10 +138,10 @@ def test_loading_at_another_resolution(released_ti):
     assert backbone.stages[0].position_bias.shape == (1, 56 * 56, 7 * 7)
     native = CMT('ti', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     native.init_weights()
-    # The resized bias equals resizing the native one at run time.
+    # The resized bias equals resizing the native one as the model does at run time.
     torch.testing.assert_close(
         backbone.stages[0].position_bias,
-        native.stages[0].resized_position_bias((56, 56), (7, 7)).detach())
+        resize_position_bias(native.stages[0].position_bias, (56, 56), (7, 7)).detach())
 
 
 def test_wrong_variant_is_an_error_naming_the_mismatches(released_ti):
