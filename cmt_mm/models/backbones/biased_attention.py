@@ -12,6 +12,10 @@ as more heads: ``(images, heads, queries, d)`` becomes ``(images, heads * groups
 groups, d)``, with the (few) keys and values repeated for each group and the bias a view. The
 backward has ``groups`` times more thread blocks, each looping over ``groups`` times fewer
 queries, and autograd sums the keys' and values' gradients over the groups.
+
+A :class:`LowRankBias` (CMT's bias at key grids larger than the learned one) is not added as a
+mask: its factors extend the queries' and keys' features, so SDPA runs without one (the flash
+kernel in half precision) and never forms the queries-by-keys bias or its gradient.
 """
 import functools
 import math
