@@ -6,6 +6,7 @@ Both are reported: the products are added analytically, 2 * Nq * Nk * C multiply
 attention (q @ k^T, then attn @ v). BatchNorm is not counted: at inference it folds into the
 convolution before it.
 """
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -43,9 +44,9 @@ def attention_flops(model: nn.Module, run: Callable, inputs: torch.Tensor) -> in
 
     def count(module, args, output):
         nonlocal total
-        tokens, _, bias = args
+        tokens, hw, _ = args
         batch, num_queries, channels = tokens.shape
-        total += 2 * batch * num_queries * bias.shape[-1] * channels
+        total += 2 * batch * num_queries * math.prod(module.key_grid(hw)) * channels
 
     handles = [m.register_forward_hook(count) for m in model.modules()
                if isinstance(m, LightweightAttention)]
