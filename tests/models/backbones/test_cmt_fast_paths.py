@@ -1,6 +1,6 @@
 """CMT's faster paths give the plain path's outputs: channels_last, torch.compile, the bias
-resized once per stage in the attention dtype and aligned for SDPA, 1x1 convs as matmuls, the
-FFN's shortcut folded into its depthwise conv."""
+resized once per stage in the attention dtype and aligned for SDPA, the low-rank bias above the
+learned key grid, 1x1 convs as matmuls, the FFN's shortcut folded into its depthwise conv."""
 import pytest
 import torch
 import torch.nn.functional as F
