@@ -19,6 +19,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import os.path as osp
 import sys
@@ -320,18 +321,27 @@ def check_checkpoint_fits(runner, path: str, shapes: dict, max_unloaded: float =
 
 
 def close_distributed() -> None:
-    """Tear down the process group the Runner set up, before the interpreter exits.
+    """End a distributed process after its finished run: tear down the process group the
+    Runner set up, then exit at once.
 
-    mmengine never destroys it; left alive, gloo's threads are still running at exit and a
-    process can abort ('terminate called without an active exception') after a finished run.
-    The barrier first: rank 0 hosts the rendezvous store, and a rank still tearing down its
-    group after rank 0 has exited may lose the store under a running thread (the suspected
-    cause of the same abort, seen twice in CI after complete two-process runs).
+    mmengine never destroys the group; left alive, gloo's threads are still running at exit and
+    a process can abort ('terminate called without an active exception') after a finished run,
+    which torchrun reports as a failed job. The barrier first: rank 0 hosts the rendezvous
+    store, which the other ranks must not lose while tearing down. Even so a rank aborted once
+    more in CI after a complete two-process run (torch 2.14, gloo), in the interpreter's
+    finalisation, where C++ threads of the backend or its store are destroyed. The run is over
+    and saved, so after the teardown the process flushes its logs and output and exits with 0
+    without that finalisation. Outside distributed runs this does nothing.
     """
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_cli(main, argv=None) -> int:
