@@ -71,10 +71,9 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from cmt_mm.models.backbones.biased_attention import (LowRankBias, biased_attention,
-                                                          query_groups)
-    from cmt_mm.models.backbones.position_bias import (bias_in_dtype, key_resize_matrix,
-                                                       resize_position_bias, resize_query_side)
+    from cmt_mm.models.backbones.biased_attention import biased_attention, query_groups
+    from cmt_mm.models.backbones.position_bias import (bias_in_dtype, low_rank_position_bias,
+                                                       resize_position_bias)
     from cmt_mm.utils.benchmark import DTYPES, markdown_table, time_steps
 
     device = torch.device(args.device)
@@ -94,9 +93,7 @@ def main(argv=None):
             return bias_in_dtype(resize_position_bias(learned, query_hw, key_hw), dtype)
 
         def low_rank():
-            return bias_in_dtype(LowRankBias(
-                resize_query_side(learned, query_hw),
-                key_resize_matrix((key_grid, key_grid), key_hw, device, torch.float32)), dtype)
+            return bias_in_dtype(low_rank_position_bias(learned, query_hw, key_hw), dtype)
 
         with torch.no_grad():
             reference = biased_attention(q, k, v, dense(), groups=1).float()

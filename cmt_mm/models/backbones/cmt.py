@@ -26,8 +26,8 @@ from cmt_mm.registry import MODELS
 from cmt_mm.utils.checkpoint import load_backbone_weights
 from .biased_attention import LowRankBias, biased_attention
 from .fast_layer_norm import FastLayerNorm
-from .position_bias import (bias_in_dtype, key_resize_matrix, resize_position_bias,
-                            resize_query_side, square_grid)
+from .position_bias import (bias_in_dtype, low_rank_position_bias, resize_position_bias,
+                            square_grid)
 
 # Spatial reduction of keys/values per stage: every stage attends to a key grid of stride 32.
 SR_RATIOS = (8, 4, 2, 1)
@@ -295,10 +295,7 @@ class CMTStage(nn.Module):
             if math.prod(key_hw) <= bias.shape[2]:
                 return align_rows(
                     bias_in_dtype(resize_position_bias(bias, query_hw, key_hw), dtype))
-            return bias_in_dtype(LowRankBias(
-                resize_query_side(bias, query_hw),
-                key_resize_matrix(square_grid(bias.shape[2]), key_hw, bias.device, bias.dtype)),
-                dtype)
+            return bias_in_dtype(low_rank_position_bias(bias, query_hw, key_hw), dtype)
 
         # Under torch.compile the bias is part of the graph: the cache lookup would split it.
         if (torch.is_grad_enabled() and bias.requires_grad) or torch.compiler.is_compiling():

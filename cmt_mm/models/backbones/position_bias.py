@@ -104,6 +104,17 @@ def resize_position_bias(bias: torch.Tensor,
     return bias
 
 
+def low_rank_position_bias(bias: torch.Tensor,
+                           query_hw: Tuple[int, int],
+                           key_hw: Tuple[int, int]) -> LowRankBias:
+    """:func:`resize_position_bias` of a learned (square-grid) bias as its two factors: the bias
+    resized over the queries only, and the key resize matrix. Their product is the resized
+    bias; the rank is the learned grid's number of keys, whatever ``key_hw``."""
+    return LowRankBias(resize_query_side(bias, query_hw),
+                       key_resize_matrix(square_grid(bias.shape[2]), key_hw, bias.device,
+                                         bias.dtype))
+
+
 # Casting a LowRankBias moves this factor from its query factor to its key factor: the query
 # factor then holds biases up to 64 * 65504 in float16, and a power of 2 keeps products exact.
 QUERY_FACTOR_DOWNSCALE = 64

@@ -58,7 +58,7 @@ def test_maps_stay_channels_last_so_tokens_need_no_copies():
 
 @pytest.mark.parametrize('input_hw, resize_function', [
     ((64, 64), 'resize_position_bias'),  # the learned key grid: a dense bias
-    ((96, 64), 'resize_query_side'),  # a larger key grid: a LowRankBias
+    ((96, 64), 'low_rank_position_bias'),  # a larger key grid: a LowRankBias
 ])
 def test_bias_is_resized_once_per_stage_in_training(monkeypatch, input_hw, resize_function):
     calls = []
