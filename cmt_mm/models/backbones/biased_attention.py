@@ -131,8 +131,8 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     low_rank = isinstance(bias, LowRankBias)
     if groups is None:
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (q, k, v, *(bias if low_rank else [bias])))
+        inputs = (q, k, v, *bias) if low_rank else (q, k, v, bias)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
         groups = query_groups(q, k) if needs_grad else 1
     if low_rank:
         return _low_rank_biased_attention(q, k, v, bias, groups)
