@@ -69,7 +69,7 @@ def align_rows(bias: torch.Tensor, alignment: int = 8) -> torch.Tensor:
 class DropPath(nn.Module):
     """Stochastic depth: drops a residual branch for random samples, scales the kept ones.
 
-    The drop probability is a tensor (a buffer, not saved), not a float: torch.compile makes
+    The keep probability is a tensor (a buffer, not saved), not a float: torch.compile makes
     float attributes constants, so blocks whose probabilities differ (it grows with depth)
     would each need their own graph, and compiling block by block (``cmt_mm.CompileHook``'s
     ``regional``) would gain nothing. For the same reason a block with probability 0 keeps
@@ -80,17 +80,21 @@ class DropPath(nn.Module):
         super().__init__()
         if not 0 <= drop_prob < 1:
             raise ValueError(f'a drop path probability must be in [0, 1), got {drop_prob}')
-        self.register_buffer('drop_prob', torch.tensor(float(drop_prob)), persistent=False)
+        self.register_buffer('keep_prob', torch.tensor(1 - float(drop_prob)), persistent=False)
+
+    @property
+    def drop_prob(self) -> float:
+        return 1 - self.keep_prob.item()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        keep_prob = 1 - self.drop_prob
-        keep = torch.rand((x.shape[0], ) + (1, ) * (x.ndim - 1), device=x.device) < keep_prob
-        return x * keep / keep_prob.to(x.dtype)
+        # Three kernels (draw, rescale, multiply): eager training launches two per block.
+        scale = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
+        return x * scale.bernoulli_(self.keep_prob).div_(self.keep_prob)
 
     def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob.item():.3f}'
+        return f'drop_prob={self.drop_prob:.3f}'
 
 
 class PointwiseConv(nn.Conv2d):

@@ -146,10 +146,10 @@ def test_with_cp_gives_the_same_gradients():
 
 def test_drop_path_rises_linearly():
     model = CMT('ti', drop_path_rate=0.3)
-    rates = [block.drop_path.drop_prob.item() for stage in model.stages
+    rates = [block.drop_path.drop_prob for stage in model.stages
              for block in stage.blocks]
     expected = torch.linspace(0, 0.3, sum(model.depths)).tolist()
-    assert rates == pytest.approx(expected)
+    assert rates == pytest.approx(expected, abs=1e-7)  # stored as float32 keep probabilities
 
 
 def test_drop_path_drops_whole_samples_and_rescales_the_kept_ones():
