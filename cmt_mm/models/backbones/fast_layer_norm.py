@@ -12,6 +12,7 @@ with torch's LayerNorm, 51.6 ms with these kernels (docs/benchmarks.md, session 
 them for CUDA tensors. On the CPU, under ``torch.compile`` (whose own fused kernels serve) or
 without Triton it runs ``F.layer_norm``.
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -92,12 +93,15 @@ def _tile(channels: int) -> Tuple[int, int]:
     return max(1, TILE_ELEMENTS // block_channels), block_channels
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2  # Triton's interpreter (tests on the CPU)
+
+
 def _backward_programs(x: torch.Tensor, tiles: int) -> int:
-    if x.device.type == 'cuda':
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    else:  # Triton's interpreter (tests on the CPU)
-        sms = 2
-    return max(1, min(tiles, BACKWARD_PROGRAMS_PER_SM * sms))
+    return max(1, min(tiles, BACKWARD_PROGRAMS_PER_SM * _multiprocessors(x.device)))
 
 
 class _TritonLayerNorm(torch.autograd.Function):
@@ -108,8 +112,8 @@ class _TritonLayerNorm(torch.autograd.Function):
         x_rows = x.reshape(-1, channels).contiguous()
         rows = x_rows.shape[0]
         y = torch.empty(x_rows.shape, dtype=out_dtype, device=x.device)
-        mean = torch.empty(rows, dtype=torch.float32, device=x.device)
-        rstd = torch.empty_like(mean)
+        # One allocation for both statistics: eager training is bound by launching ops.
+        mean, rstd = torch.empty((2, rows), dtype=torch.float32, device=x.device)
         block_rows, block_channels = _tile(channels)
         _forward_kernel[(triton.cdiv(rows, block_rows), )](
             x_rows, y, weight, bias, mean, rstd, rows, channels, eps,
@@ -126,13 +130,12 @@ class _TritonLayerNorm(torch.autograd.Function):
         grad_x = torch.empty_like(x_rows)
         block_rows, block_channels = _tile(channels)
         programs = _backward_programs(x_rows, triton.cdiv(rows, block_rows))
-        partial_grad_weight = x_rows.new_empty((programs, channels), dtype=torch.float32)
-        partial_grad_bias = torch.empty_like(partial_grad_weight)
+        # The weight's and the bias's partial sums in one tensor, reduced by one sum.
+        partial_grads = x_rows.new_empty((2, programs, channels), dtype=torch.float32)
         _backward_kernel[(programs, )](
-            x_rows, grad_y, grad_x, weight, mean, rstd, partial_grad_weight, partial_grad_bias,
+            x_rows, grad_y, grad_x, weight, mean, rstd, partial_grads[0], partial_grads[1],
             rows, channels, BLOCK_ROWS=block_rows, BLOCK_CHANNELS=block_channels)
-        grad_weight = partial_grad_weight.sum(0).to(weight.dtype)
-        grad_bias = partial_grad_bias.sum(0).to(weight.dtype)
+        grad_weight, grad_bias = partial_grads.sum(1).to(weight.dtype)
         return grad_x.view(ctx.input_shape), grad_weight, grad_bias, None, None
 
 
