@@ -823,9 +823,13 @@ def environment(device: torch.device) -> dict:
         tf32_cudnn=torch.backends.cudnn.allow_tf32)
 
 
+def markdown_row(cells: Sequence[str]) -> str:
+    return '| ' + ' | '.join(cells) + ' |'
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-    lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+    lines = [markdown_row(header), '|' + '---|' * len(header)]
+    lines += [markdown_row(row) for row in rows]
     return '\n'.join(lines)
 
 

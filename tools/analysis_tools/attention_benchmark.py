@@ -74,11 +74,17 @@ def main(argv=None):
     from cmt_mm.models.backbones.biased_attention import biased_attention, query_groups
     from cmt_mm.models.backbones.position_bias import (bias_in_dtype, low_rank_position_bias,
                                                        resize_position_bias)
-    from cmt_mm.utils.benchmark import DTYPES, markdown_table, time_steps
+    from cmt_mm.utils.benchmark import DTYPES, markdown_row, markdown_table, time_steps
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    rows = []
+    print(f'CMT-{args.arch.upper()} attention at {args.size[0]}x{args.size[1]}, batch '
+          f'{args.batch}, {args.dtype}, {device}'
+          + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
+    # Each row is printed as soon as it is measured: a run cut short keeps what it measured.
+    print(markdown_table(['stage', 'queries', 'keys', 'heads', 'bias', 'query groups',
+                          'forward ms', 'forward + backward ms', 'max |out - dense|'], []),
+          flush=True)
     for stage, (heads, dims, query_hw, key_hw, query_grid, key_grid) in enumerate(
             stage_shapes(args.arch, *args.size)):
         torch.manual_seed(stage)
@@ -115,14 +121,10 @@ def main(argv=None):
                 timings = [time_steps(step, device, args.warmup, args.repeats,
                                       args.min_repeat_time).median * 1e3
                            for step in (forward, forward_backward)]
-                rows.append([str(stage + 1), f'{num_queries:,}', f'{num_keys:,}', str(heads),
-                             form, f'{split}' + (' (auto)' if groups == 'auto' else ''),
-                             f'{timings[0]:.3f}', f'{timings[1]:.3f}', f'{difference:.2g}'])
-    print(f'CMT-{args.arch.upper()} attention at {args.size[0]}x{args.size[1]}, batch '
-          f'{args.batch}, {args.dtype}, {device}'
-          + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
-    print(markdown_table(['stage', 'queries', 'keys', 'heads', 'bias', 'query groups',
-                          'forward ms', 'forward + backward ms', 'max |out - dense|'], rows))
+                row = [str(stage + 1), f'{num_queries:,}', f'{num_keys:,}', str(heads), form,
+                       f'{split}' + (' (auto)' if groups == 'auto' else ''),
+                       f'{timings[0]:.3f}', f'{timings[1]:.3f}', f'{difference:.2g}']
+                print(markdown_row(row), flush=True)
 
 
 if __name__ == '__main__':
