@@ -60,3 +60,13 @@ def test_regional_compiles_one_graph_per_block_shape_whatever_the_drop_path():
 def test_model_without_the_named_modules_is_refused():
     with pytest.raises(ValueError, match=r"has none of the modules \('decoder',\)"):
         CompileHook(modules='decoder').before_run(fake_runner(tiny_classifier()))
+
+
+
+@pytest.mark.parametrize('regional', [False, True])
+def test_each_input_size_compiles_statically_unless_asked(regional):
+    """Detection's image sizes change: from the second size on torch would compile with dynamic
+    shapes, where Inductor fails on CMT's channels_last maps (pytorch/pytorch#185510; a RetinaNet
+    CMT-Ti backbone compiled whole failed so at its second size)."""
+    assert CompileHook(regional=regional).compile_kwargs['dynamic'] is False
+    assert CompileHook(regional=regional, dynamic=True).compile_kwargs['dynamic'] is True

@@ -24,6 +24,12 @@ class CompileHook(Hook):
     ``nn.Module.compile``, so parameter names, checkpoints and DDP are unchanged. The heads stay
     eager: their losses and post-processing change shape with every batch.
 
+    Each input size is compiled statically (``dynamic=False`` unless given). With dynamic
+    shapes, torch's choice from a second input size on, Inductor (torch 2.14) fails on the
+    channels_last maps CMT saves for the backward (pytorch/pytorch#185510). Detection's changing
+    image sizes therefore compile one by one, up to ``torch._dynamo``'s recompile limit, past
+    which new sizes run eagerly.
+
     ``tools/train.py --compile`` and ``tools/test.py --compile`` add it, with the config's
     ``compile_options`` if it has them (the classification runtime asks for ``regional``), or
     in a config::
@@ -37,10 +43,7 @@ class CompileHook(Hook):
             innermost ``nn.ModuleList``s: CMT's blocks) one by one, not the module whole.
             Blocks of one shape share a graph, so compiling takes a third of the time (the
             CIFAR-10 CMT-S training step on an H100: 44 s instead of 155 s); the few layers
-            between blocks (stem, patch embeddings) stay eager. Each input size is compiled
-            statically (``dynamic=False`` unless given), which suits fixed-size inputs, such as
-            classification's; detection's changing image sizes would recompile again and again.
-            Defaults to False.
+            between blocks (stem, patch embeddings) stay eager. Defaults to False.
         **compile_kwargs: Passed to ``torch.compile`` (``mode``, ``backend``, ``dynamic``...).
     """
 
@@ -52,8 +55,7 @@ class CompileHook(Hook):
             modules = (modules, )
         self.modules = tuple(modules)
         self.regional = regional
-        if regional:
-            compile_kwargs.setdefault('dynamic', False)
+        compile_kwargs.setdefault('dynamic', False)
         self.compile_kwargs = compile_kwargs
 
     def before_run(self, runner) -> None:
