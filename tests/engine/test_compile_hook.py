@@ -62,7 +62,6 @@ def test_model_without_the_named_modules_is_refused():
         CompileHook(modules='decoder').before_run(fake_runner(tiny_classifier()))
 
 
-
 @pytest.mark.parametrize('regional', [False, True])
 def test_each_input_size_compiles_statically_unless_asked(regional):
     """Detection's image sizes change: from the second size on torch would compile with dynamic

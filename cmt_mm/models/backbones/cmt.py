@@ -89,7 +89,8 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        # Three kernels (draw, rescale, multiply): eager training launches two per block.
+        # Three kernels (draw, rescale, multiply) where rand / lt / div took six: eager
+        # training launches them for both branches of every block.
         scale = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
         return x * scale.bernoulli_(self.keep_prob).div_(self.keep_prob)
 
