@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
+from tiny_models import TINY_ARCH as ONE_BLOCK_PER_STAGE
+
 from cmt_mm.models import CMT
 from cmt_mm.models.backbones import cmt as cmt_module
 from cmt_mm.models.backbones.biased_attention import LowRankBias
 
-TINY_ARCH = dict(embed_dims=[8, 16, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2, stem_channels=8)
+# Two blocks in stage 2: the blocks of a stage share its resized bias.
+TINY_ARCH = dict(ONE_BLOCK_PER_STAGE, depths=[1, 2, 1, 1])
 # Compiling takes time per operation: one block per stage.
-COMPILE_ARCH = dict(TINY_ARCH, depths=[1, 1, 1, 1])
+COMPILE_ARCH = ONE_BLOCK_PER_STAGE
 
 
 def tiny(arch=TINY_ARCH, **kwargs):
