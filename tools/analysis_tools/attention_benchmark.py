@@ -46,24 +46,30 @@ def _cuda() -> bool:
 
 
 def stage_shapes(arch: str, width: int, height: int):
-    """Per stage: (heads, head dims, query grid, key grid, learned query grid, learned key
-    grid), as CMT runs them for a ``width`` x ``height`` input."""
+    """Per stage: (heads, head dims, query grid, key grid, learned bias shape) as CMT runs them
+    for a ``width`` x ``height`` input: the model's own stem and patch embedding convolutions
+    give the grids, run on the meta device."""
+    import torch
+
     from cmt_mm.models import CMT
-    from cmt_mm.models.backbones.cmt import NUM_HEADS, SR_RATIOS
+    from cmt_mm.models.backbones.cmt import MIN_INPUT_SIZE
 
     if arch not in CMT.arch_zoo:
         raise SystemExit(f'unknown CMT arch {arch!r}; choose one of {sorted(CMT.arch_zoo)}')
-    settings = CMT.arch_zoo[arch]
-    pretrain = settings.get('img_size', 224)
+    if min(width, height) < MIN_INPUT_SIZE:
+        raise SystemExit(f'{width}x{height} is too small for CMT (at least {MIN_INPUT_SIZE}x'
+                         f'{MIN_INPUT_SIZE})')
+    model = CMT(arch).to('meta').eval()
     shapes = []
-    for i, dims in enumerate(settings['embed_dims']):
-        stride = 2**(i + 2)
-        query_hw = (height // stride, width // stride)
-        key_hw = (query_hw[0] // SR_RATIOS[i], query_hw[1] // SR_RATIOS[i])
-        if min(key_hw) < 1:
-            raise SystemExit(f'{width}x{height} is too small for CMT (at least 32x32)')
-        shapes.append((NUM_HEADS[i], dims // NUM_HEADS[i], query_hw, key_hw,
-                       pretrain // stride, pretrain // 32))
+    with torch.no_grad():
+        x = model.stem(torch.empty(1, 3, height, width, device='meta'))
+        for stage in model.stages:
+            # The embedding's convolution sets the grid (its norm does not run on meta).
+            x = stage.patch_embed.projection(x)
+            query_hw = tuple(x.shape[2:])
+            attention = stage.blocks[0].attn
+            shapes.append((attention.num_heads, x.shape[1] // attention.num_heads, query_hw,
+                           attention.key_grid(query_hw), tuple(stage.position_bias.shape)))
     return shapes
 
 
@@ -78,6 +84,7 @@ def main(argv=None):
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
+    shapes = stage_shapes(args.arch, *args.size)
     print(f'CMT-{args.arch.upper()} attention at {args.size[0]}x{args.size[1]}, batch '
           f'{args.batch}, {args.dtype}, {device}'
           + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
@@ -85,14 +92,12 @@ def main(argv=None):
     print(markdown_table(['stage', 'queries', 'keys', 'heads', 'bias', 'query groups',
                           'forward ms', 'forward + backward ms', 'max |out - dense|'], []),
           flush=True)
-    for stage, (heads, dims, query_hw, key_hw, query_grid, key_grid) in enumerate(
-            stage_shapes(args.arch, *args.size)):
+    for stage, (heads, dims, query_hw, key_hw, bias_shape) in enumerate(shapes):
         torch.manual_seed(stage)
         num_queries, num_keys = query_hw[0] * query_hw[1], key_hw[0] * key_hw[1]
         q, k, v = (torch.randn(args.batch, heads, n, dims, device=device, dtype=dtype,
                                requires_grad=True) for n in (num_queries, num_keys, num_keys))
-        learned = torch.randn(heads, query_grid**2, key_grid**2, device=device,
-                              requires_grad=True)
+        learned = torch.randn(bias_shape, device=device, requires_grad=True)
         grad_out = torch.randn_like(q)
 
         def dense():
