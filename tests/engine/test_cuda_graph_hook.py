@@ -50,7 +50,12 @@ def test_graphed_backbone_trains_like_the_eager_one():
         graphed_loss, graphed_grads = loss_and_grads(graphed, images, labels)
         torch.testing.assert_close(graphed_loss, eager_loss, rtol=1e-5, atol=1e-6)
         for name, grad in eager_grads.items():
-            torch.testing.assert_close(graphed_grads[name], grad, rtol=1e-4, atol=1e-6,
+            # float32 sums in another order (the captured convolutions' cuDNN algorithms), and
+            # from the second step weights that differ as little: near-zero entries of a
+            # gradient (all of the key bias's, whose true gradient is 0) differ by a fraction
+            # of its largest, not of their own size.
+            torch.testing.assert_close(graphed_grads[name], grad, rtol=1e-4,
+                                       atol=1e-6 + 1e-4 * grad.abs().max().item(),
                                        msg=lambda m, at=f'step {step}: {name}': f'{at}: {m}')
         eager_optimizer.step()
         runner.optim_wrapper.step()

@@ -8,9 +8,11 @@ a tile of many rows, keep the statistics in float32, and in the backward accumul
 bias gradients per program before one small sum. Measured on an H100 (same step, eager): 65.9 ms
 with torch's LayerNorm, 51.6 ms with these kernels (docs/benchmarks.md, session 9).
 
-:class:`FastLayerNorm` is an ``nn.LayerNorm`` (same parameters, same checkpoint keys) that runs
-them for CUDA tensors. On the CPU, under ``torch.compile`` (whose own fused kernels serve) or
-without Triton it runs ``F.layer_norm``.
+Launching a Triton kernel from Python costs more than launching torch's, which decides small
+tensors: :class:`FastLayerNorm` is an ``nn.LayerNorm`` (same parameters, same checkpoint keys)
+that runs the kernels for CUDA tensors of at least :data:`TRITON_MIN_ELEMENTS` elements. Smaller
+ones, the CPU, ``torch.compile`` (whose own fused kernels serve) and torch without Triton run
+``F.layer_norm``.
 """
 import functools
 from typing import Optional, Tuple
@@ -30,6 +32,12 @@ TILE_ELEMENTS = 4096
 # Backward programs per SM: each loops over its share of the tiles and sums its weight and bias
 # gradients in registers, so the partial sums stay few.
 BACKWARD_PROGRAMS_PER_SM = 4
+# Below this size torch's LayerNorm is the faster: on an H100 (bf16 out, per call, docs/
+# benchmarks.md session 12) a forward of 8,000 x 256 took 31.6 us with it and 76.8 us with the
+# Triton kernel, one of 128,000 x 64 209 us against 77 us. A RetinaNet CMT-S training step
+# (1280 x 800, launch-bound) took 146.2 ms with the Triton kernels for every norm, 133.2 ms
+# with torch's.
+TRITON_MIN_ELEMENTS = 1 << 22
 
 if triton is not None:
 
@@ -150,7 +158,8 @@ def triton_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 class FastLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the last dim, by :func:`triton_layer_norm` for CUDA tensors.
+    """``nn.LayerNorm`` over the last dim, by :func:`triton_layer_norm` for CUDA tensors of at
+    least :data:`TRITON_MIN_ELEMENTS` elements.
 
     Args:
         normalized_shape (int): the channels.
@@ -172,7 +181,8 @@ class FastLayerNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.output_dtype(x)
-        if x.is_cuda and triton is not None and not torch.compiler.is_compiling():
+        if (x.is_cuda and triton is not None and x.numel() >= TRITON_MIN_ELEMENTS
+                and not torch.compiler.is_compiling()):
             return triton_layer_norm(x, self.weight, self.bias, self.eps, dtype)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
                             self.eps).to(dtype)

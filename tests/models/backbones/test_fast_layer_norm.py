@@ -107,6 +107,7 @@ def test_cmt_on_the_gpu_runs_the_kernels_and_keeps_a_float32_stream(monkeypatch)
         return y
 
     monkeypatch.setattr(fast_layer_norm, 'triton_layer_norm', recording_kernel)
+    monkeypatch.setattr(fast_layer_norm, 'TRITON_MIN_ELEMENTS', 0)  # the tiny maps too
     model = CMT(TINY_ARCH, pretrain_img_size=64).cuda()
     model.init_weights()
     x = torch.randn(2, 3, 64, 64, device='cuda')
@@ -119,6 +120,22 @@ def test_cmt_on_the_gpu_runs_the_kernels_and_keeps_a_float32_stream(monkeypatch)
     assert calls == stage * 4
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters()
                if p.requires_grad)
+
+
+@needs_cuda
+def test_small_tensors_run_torchs_layer_norm(monkeypatch):
+    from cmt_mm.models.backbones import fast_layer_norm
+    sizes = []  # elements of each tensor the Triton kernels normalise
+    kernel = fast_layer_norm.triton_layer_norm
+    monkeypatch.setattr(fast_layer_norm, 'triton_layer_norm',
+                        lambda x, *args: sizes.append(x.numel()) or kernel(x, *args))
+    norm = FastLayerNorm(64).cuda()
+    rows = fast_layer_norm.TRITON_MIN_ELEMENTS // 64
+    small, large = (torch.randn(n, 64, device='cuda') for n in (rows - 1, rows))
+    torch.testing.assert_close(norm(small), F.layer_norm(small, (64, ), norm.weight, norm.bias))
+    torch.testing.assert_close(norm(large), F.layer_norm(large, (64, ), norm.weight, norm.bias))
+    assert sizes == [large.numel()]
+
 
 if __name__ == '__main__':  # run by the interpreter test, with TRITON_INTERPRET=1
     check_against_torch('cpu')
