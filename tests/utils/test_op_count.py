@@ -20,6 +20,7 @@ def test_counts_forward_and_backward_operators_and_views_apart():
                          'threshold_backward': 1}
     assert count.total == 6 and count.views > 0
 
+
 def test_views_are_told_apart_by_schema():
     aten = torch.ops.aten
     assert is_view(aten.view.default) and is_view(aten.transpose.int)

@@ -3,13 +3,14 @@
     python tools/analysis_tools/op_count.py configs/retinanet_cmt_s_1x_coco.py \
         mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py
 
-A detector's training step on a fast GPU is bound by launching kernels (docs/benchmarks.md), so
-its time follows the operators it dispatches. This counts them on the CPU (the counts do not
-depend on the device), under autocast as AMP training runs: the backbone and neck (the parts in
-which detectors with the same heads differ) forward, then backward from the sum of their
-outputs, after one warm-up step, with gradients reset as an optimizer wrapper resets them. It
-prints a table (operators without views, of them autocast's casts, views) and each model's most
-called operators.
+A detector's training step on a fast GPU waits in part on the host launching kernels (a quarter of
+RetinaNet CMT-S's, docs/benchmarks.md run 6), and that part follows the operators it dispatches.
+This counts them on the CPU (``cmt_mm/utils/op_count.py`` says how little the counts depend on
+the device), under autocast as AMP training runs: the backbone and neck (the parts in which
+detectors with the same heads differ) forward, then backward from the sum of their outputs,
+after one warm-up step, with gradients reset as an optimizer wrapper resets them. It prints a
+table (operators without views, of them autocast's casts, views) and each model's most called
+operators.
 """
 import argparse
 import importlib.util
