@@ -1,19 +1,12 @@
 """tools/analysis_tools/attention_benchmark.py times both bias forms of every stage, and their
 outputs agree."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from tool_modules import load_tool
 
 
 @pytest.fixture
 def attention_benchmark(capsys):
-    spec = importlib.util.spec_from_file_location(
-        'attention_benchmark', REPO / 'tools/analysis_tools/attention_benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/analysis_tools/attention_benchmark.py')
 
     def run(*args):
         tool.main(['--device', 'cpu', '--warmup', '0', '--repeats', '1', '--min-repeat-time',

@@ -1,6 +1,5 @@
 """tools/analysis_tools/benchmark.py and benchmark_compare.py on the CPU: every path the GPU run
 takes, at tiny sizes. (The CUDA clock and memory counters are only read on a GPU.)"""
-import importlib.util
 import json
 import time
 from dataclasses import asdict
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_modules import load_tool
 from torch._dynamo.utils import counters
 
 from cmt_mm.models import CMT
@@ -17,13 +17,6 @@ from cmt_mm.utils.complexity import model_complexity
 REPO = Path(__file__).resolve().parents[2]
 CMT_TI = str(REPO / 'configs/cmt/cmt-ti_8xb128_in1k.py')
 CPU_QUICK = dict(device='cpu', warmup=1, repeats=1, min_repeat_time=0.)
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / f'tools/analysis_tools/{name}.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
 
 
 def test_time_steps_takes_the_median_of_calibrated_repeats():
@@ -37,7 +30,7 @@ def test_time_steps_takes_the_median_of_calibrated_repeats():
 
 
 def test_the_compared_configs_exist():
-    for entry in load_tool('benchmark_compare').ENTRIES.values():
+    for entry in load_tool('tools/analysis_tools/benchmark_compare.py').ENTRIES.values():
         path = entry.config if '::' in entry.config else REPO / entry.config
         assert Path(bench.resolve_config_path(str(path))).is_file(), entry.config
 
@@ -64,7 +57,7 @@ def test_forward_macs_equal_the_project_counter_with_attention():
 
 def test_classification_benchmark(tmp_path, capsys):
     out = tmp_path / 'result.json'
-    load_tool('benchmark').main([
+    load_tool('tools/analysis_tools/benchmark.py').main([
         CMT_TI, '--device', 'cpu', '--cls-size', '64', '--batch-sizes', '1', '2', '--dtypes',
         'float32', 'bfloat16', '--warmup', '1', '--repeats', '2', '--min-repeat-time', '0',
         '--channels-last', '--fuse-bn', '--modes', 'inference', '--json-out', str(out)])
@@ -86,7 +79,7 @@ def test_classification_benchmark(tmp_path, capsys):
 
 
 def test_profile_option_lists_the_costliest_operators(capsys):
-    load_tool('benchmark').main([
+    load_tool('tools/analysis_tools/benchmark.py').main([
         CMT_TI, '--device', 'cpu', '--cls-size', '64', '--batch-sizes', '2', '--dtypes',
         'float32', '--warmup', '1', '--repeats', '1', '--min-repeat-time', '0', '--no-flops',
         '--profile', '2'])
@@ -162,7 +155,7 @@ def test_detection_benchmark_with_amp_training(monkeypatch):
 
 
 def test_comparison_smoke_run_writes_the_report(tmp_path):
-    load_tool('benchmark_compare').main([
+    load_tool('tools/analysis_tools/benchmark_compare.py').main([
         '--smoke', '--models', 'cmt-ti', 'swin-t', '--dtypes', 'float32', '--no-flops',
         '--work-dir', str(tmp_path)])
     text = (tmp_path / 'comparison.md').read_text()
@@ -174,7 +167,7 @@ def test_comparison_smoke_run_writes_the_report(tmp_path):
 
 
 def test_report_ratios_and_checkpointing_memory():
-    compare = load_tool('benchmark_compare')
+    compare = load_tool('tools/analysis_tools/benchmark_compare.py')
 
     def result(task, *cells):
         return dict(task=task, input_hw=[800, 1280], params=4e7, macs_per_image=2e11,
@@ -197,7 +190,7 @@ def test_report_ratios_and_checkpointing_memory():
 
 
 def test_comparison_entries_narrow_the_command_line_settings():
-    compare = load_tool('benchmark_compare')
+    compare = load_tool('tools/analysis_tools/benchmark_compare.py')
     train_only = bench.Settings(modes=('train', ), with_cp=True)
     assert compare.entry_settings('retinanet_cmt-s', train_only).modes == ('train', )
     assert compare.entry_settings('retinanet_cmt-s', train_only).with_cp is True

@@ -1,27 +1,19 @@
 """tools/analysis_tools/get_flops.py reproduces the released models' MACs without a dataset."""
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 # MACs of the released code at the native resolution, counting the attention matrix products.
 RELEASED_GMACS = {'ti': (160, 0.644), 'xs': (192, 1.558), 's': (224, 4.055), 'b': (256, 9.362)}
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'get_flops', REPO / 'tools/analysis_tools/get_flops.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
 @pytest.fixture
 def get_flops(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    tool = load_tool()
+    tool = load_tool('tools/analysis_tools/get_flops.py')
 
     def run(*args):
         tool.main([str(arg) for arg in args])

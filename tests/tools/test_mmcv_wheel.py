@@ -1,23 +1,16 @@
 """tools/mmcv_wheel.py: which prebuilt mmcv wheel the set-up takes from a wheelhouse."""
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_WHEELS = REPO.parent / 'shared' / 'wheels' / 'cpu'
 TAG = f'cp{sys.version_info.major}{sys.version_info.minor}'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('mmcv_wheel', REPO / 'tools/mmcv_wheel.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
-
-
-mmcv_wheel = load_tool()
+mmcv_wheel = load_tool('tools/mmcv_wheel.py')
 
 
 def touch(path):

@@ -1,11 +1,11 @@
 """tools/analysis_tools/op_count.py counts a detector backbone's training operators beside a
 peer's, and sees autocast's casts only under AMP."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from tool_modules import load_tool
 
 from cmt_mm.utils.benchmark import build_model, load_config
 
@@ -16,10 +16,7 @@ SWIN_RETINANET = 'mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py'
 
 @pytest.fixture
 def op_count(capsys):
-    spec = importlib.util.spec_from_file_location(
-        'op_count', REPO / 'tools/analysis_tools/op_count.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('tools/analysis_tools/op_count.py')
 
     def run(*args):
         tool.main([*args, '--size', '64', '64', '--batch', '1', '--top', '3'])
