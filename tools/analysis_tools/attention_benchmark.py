@@ -110,7 +110,8 @@ def main(argv=None):
             reference = biased_attention(q, k, v, dense(), groups=1).float()
         for form, make_bias in (('dense', dense), ('low-rank', low_rank)):
             for groups in args.groups:
-                split = query_groups(q, k) if groups == 'auto' else int(groups)
+                split = query_groups(q, k, low_rank=form == 'low-rank') \
+                    if groups == 'auto' else int(groups)
                 if num_queries % split:
                     continue
 

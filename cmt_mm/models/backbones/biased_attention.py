@@ -15,7 +15,10 @@ queries, and autograd sums the keys' and values' gradients over the groups.
 
 A :class:`LowRankBias` (CMT's bias at key grids larger than the learned one) is not added as a
 mask: its factors extend the queries' and keys' features, so SDPA runs without one (the flash
-kernel in half precision) and never forms the queries-by-keys bias or its gradient.
+kernel in half precision) and never forms the queries-by-keys bias or its gradient. The flash
+kernels' backward gains from the split only on long query sequences (stage 1 at detection
+sizes), so with such a bias the queries stay together below
+:data:`LOW_RANK_MIN_QUERIES_TO_SPLIT`.
 """
 import functools
 import math
@@ -30,6 +33,11 @@ KEYS_PER_BACKWARD_BLOCK = 64
 BACKWARD_BLOCKS_PER_SM = 2
 # Fewer queries than this per group would leave the forward's query tiles (64 rows) part empty.
 MIN_QUERIES_PER_GROUP = 64
+# With a LowRankBias (flash kernels), the split pays from here on. H100, CMT-S at 1280x800,
+# batch 2, bf16, forward + backward of one attention (tools/analysis_tools/attention_benchmark.py,
+# docs/benchmarks.md run 6): 64,000 queries 2.80 -> 1.31 ms (10 groups), but 16,000 queries
+# 1.16 -> 1.31 ms (5), 4,000 1.22 -> 1.32 ms (4), 1,000 1.19 -> 1.42 ms (2).
+LOW_RANK_MIN_QUERIES_TO_SPLIT = 32768
 
 
 def backward_blocks(q: torch.Tensor, k: torch.Tensor) -> int:
@@ -37,13 +45,17 @@ def backward_blocks(q: torch.Tensor, k: torch.Tensor) -> int:
     return math.prod(q.shape[:-2]) * math.ceil(k.shape[-2] / KEYS_PER_BACKWARD_BLOCK)
 
 
-def query_groups(q: torch.Tensor, k: torch.Tensor, sms: Optional[int] = None) -> int:
+def query_groups(q: torch.Tensor, k: torch.Tensor, sms: Optional[int] = None,
+                 low_rank: bool = False) -> int:
     """The groups to split the queries into for SDPA's backward to fill ``sms`` SMs.
 
     1 where it already has :data:`BACKWARD_BLOCKS_PER_SM` blocks per SM (CIFAR-10 at 64x64,
-    batch 1,024), and on a CPU, whose SDPA backward is dense. ``sms`` defaults to the SM count of
-    ``q``'s GPU.
+    batch 1,024), on a CPU, whose SDPA backward is dense, and for the attention of a
+    ``low_rank`` bias below :data:`LOW_RANK_MIN_QUERIES_TO_SPLIT` queries. ``sms`` defaults to
+    the SM count of ``q``'s GPU.
     """
+    if low_rank and q.shape[-2] < LOW_RANK_MIN_QUERIES_TO_SPLIT:
+        return 1
     if sms is None:
         if q.device.type != 'cuda':
             return 1
@@ -133,7 +145,7 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if groups is None:
         inputs = (q, k, v, *bias) if low_rank else (q, k, v, bias)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-        groups = query_groups(q, k) if needs_grad else 1
+        groups = query_groups(q, k, low_rank=low_rank) if needs_grad else 1
     if low_rank:
         return _low_rank_biased_attention(q, k, v, bias, groups)
     return _grouped_sdpa(q, k, v, bias, groups)

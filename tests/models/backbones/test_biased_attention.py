@@ -1,6 +1,6 @@
 """CMT's biased attention gives SDPA's outputs and gradients: with the queries split into groups
-(only where the memory-efficient kernel's backward would leave the GPU idle), and with a low-rank
-bias appended to the queries' and keys' features."""
+(only where the backward would leave the GPU idle and, with a low-rank bias, only long query
+sequences), and with a low-rank bias appended to the queries' and keys' features."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -82,6 +82,31 @@ def test_groups_fill_the_gpu_only_where_the_backward_would_not():
     assert query_groups(q, k) == 1
 
 
+def test_a_low_rank_bias_splits_only_long_query_sequences():
+    h100_sms = 132
+    # The same RetinaNet stages with the low-rank bias (flash kernels): stage 1 alone splits.
+    assert query_groups(meta(2, 1, 64000, 64), meta(2, 1, 1000, 64), sms=h100_sms,
+                        low_rank=True) == 10
+    for heads, queries in [(2, 16000), (4, 4000), (8, 1000)]:
+        q, k = meta(2, heads, queries, 64), meta(2, heads, 1000, 64)
+        assert query_groups(q, k, sms=h100_sms) > 1
+        assert query_groups(q, k, sms=h100_sms, low_rank=True) == 1
+    threshold = attention_module.LOW_RANK_MIN_QUERIES_TO_SPLIT
+    assert query_groups(meta(1, 1, threshold, 64), meta(1, 1, 64, 64), sms=h100_sms,
+                        low_rank=True) > 1
+    assert query_groups(meta(1, 1, threshold - 64, 64), meta(1, 1, 64, 64), sms=h100_sms,
+                        low_rank=True) == 1
+
+
+def test_biased_attention_asks_for_groups_by_its_bias_form(monkeypatch):
+    asked = []
+    monkeypatch.setattr(attention_module, 'query_groups',
+                        lambda q, k, low_rank: asked.append(low_rank) or 1)
+    biased_attention(*inputs())
+    biased_attention(*low_rank_inputs())
+    assert asked == [False, True]
+
+
 def test_without_gradients_the_queries_stay_together(monkeypatch):
     monkeypatch.setattr(attention_module, 'query_groups',
                         lambda *args: pytest.fail('groups were chosen for inference'))
@@ -105,7 +130,7 @@ def test_cmt_trains_with_grouped_queries_as_without(monkeypatch):
     chosen = []
     # Stages 1-4 have 384, 96, 24 and 6 queries at 96x64.
     monkeypatch.setattr(attention_module, 'query_groups',
-                        lambda q, k: chosen.append(q.shape[-2]) or 2)
+                        lambda q, k, low_rank: chosen.append(q.shape[-2]) or 2)
     got = gradients()
     assert chosen == [384, 96, 24, 6]  # every block
     for name, grad in expected.items():
@@ -172,7 +197,8 @@ def test_grouped_queries_match_on_the_gpu_kernel(dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='the flash kernel needs a GPU')
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_low_rank_bias_runs_on_the_flash_kernel_as_the_dense_bias(dtype):
+@pytest.mark.parametrize('groups', [None, 5])  # None: too few queries to split
+def test_low_rank_bias_runs_on_the_flash_kernel_as_the_dense_bias(dtype, groups):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     # RetinaNet's stage 1 at 640x400, CMT-S (a 7x7 learned key grid): 16,000 queries, 250 keys.
@@ -187,7 +213,7 @@ def test_low_rank_bias_runs_on_the_flash_kernel_as_the_dense_bias(dtype):
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=dense)
     ref_grads = torch.autograd.grad(ref, (q, k, v, query_factor), grad_out)
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # an error if flash cannot run it
-        out = biased_attention(q, k, v, bias)
+        out = biased_attention(q, k, v, bias, groups=groups)
     grads = torch.autograd.grad(out, (q, k, v, query_factor), grad_out)
     for name, value, expected in zip(['out', 'q', 'k', 'v', 'query_factor'], (out, *grads),
                                      (ref, *ref_grads)):
