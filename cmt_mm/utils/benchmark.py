@@ -401,7 +401,8 @@ def executed_flops(run: Callable) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
+def amp_autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``; off for float32."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
@@ -616,7 +617,7 @@ class ConfigBenchmark:
                         x = x.contiguous(memory_format=torch.channels_last)
 
                     def step():
-                        with torch.no_grad(), _autocast(self.device, DTYPES[dtype]):
+                        with torch.no_grad(), amp_autocast(self.device, DTYPES[dtype]):
                             forward(x, mode='tensor')
                     return step
                 cells.append(self._measure('inference', dtype, batch, make_step,
@@ -655,7 +656,7 @@ class ConfigBenchmark:
                     infer_model.eval()
 
                     def step():
-                        with torch.no_grad(), _autocast(self.device, DTYPES[dtype]):
+                        with torch.no_grad(), amp_autocast(self.device, DTYPES[dtype]):
                             infer_model.test_step(data)
                     return step
                 cells.append(self._measure('inference', dtype, s.det_infer_batch,

@@ -50,19 +50,19 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
-    from cmt_mm.utils.benchmark import (DTYPES, build_model, load_config, markdown_row,
-                                        markdown_table)
+    from cmt_mm.utils.benchmark import (DTYPES, amp_autocast, build_model, load_config,
+                                        markdown_row, markdown_table)
     from cmt_mm.utils.op_count import count_ops
 
-    dtype = DTYPES[args.dtype]
+    cpu, dtype = torch.device('cpu'), DTYPES[args.dtype]
     images = torch.randn(args.batch, 3, args.size[1], args.size[0])
     counts = {}
     for path in args.configs:
-        model = build_model(load_config(path), torch.device('cpu'))
+        model = build_model(load_config(path), cpu)
         model.train()  # mmdet's Swin returns None from train(): not chained
 
         def step():
-            with torch.autocast('cpu', dtype=dtype, enabled=dtype != torch.float32):
+            with amp_autocast(cpu, dtype):
                 training_pass(model, images)
 
         step()  # first-call work (caches, lazy buffers) is not per step
