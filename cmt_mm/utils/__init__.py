@@ -1,6 +1,7 @@
 """Helpers: checkpoint loading and conversion (``checkpoint``), complexity counting
-(``complexity``), environment checks (``compat``), checks that a config's data exists
-(``dataset_check``) and the demo's data (``synthetic_coco``).
+(``complexity``), operator counting (``op_count``), environment checks (``compat``), the GPU's
+SM count (``device``), checks that a config's data exists (``dataset_check``) and the demo's
+data (``synthetic_coco``).
 
 Import the submodules directly; this package imports nothing heavy on its own.
 """

@@ -27,6 +27,8 @@ from typing import NamedTuple, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from cmt_mm.utils.device import multiprocessor_count
+
 # The memory-efficient backward's thread blocks: one per this many keys per image and head.
 KEYS_PER_BACKWARD_BLOCK = 64
 # Split queries until the backward has this many thread blocks per SM.
@@ -59,7 +61,7 @@ def query_groups(q: torch.Tensor, k: torch.Tensor, sms: Optional[int] = None,
     if sms is None:
         if q.device.type != 'cuda':
             return 1
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+        sms = multiprocessor_count(q.device)
     return _query_groups(q.shape[-2], backward_blocks(q, k), sms)
 
 

@@ -14,12 +14,13 @@ that runs the kernels for CUDA tensors of at least :data:`TRITON_MIN_ELEMENTS` e
 ones, the CPU, ``torch.compile`` (whose own fused kernels serve) and torch without Triton run
 ``F.layer_norm``.
 """
-import functools
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from cmt_mm.utils.device import multiprocessor_count
 
 try:
     import triton
@@ -101,15 +102,9 @@ def _tile(channels: int) -> Tuple[int, int]:
     return max(1, TILE_ELEMENTS // block_channels), block_channels
 
 
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device: torch.device) -> int:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2  # Triton's interpreter (tests on the CPU)
-
-
 def _backward_programs(x: torch.Tensor, tiles: int) -> int:
-    return max(1, min(tiles, BACKWARD_PROGRAMS_PER_SM * _multiprocessors(x.device)))
+    sms = multiprocessor_count(x.device) if x.is_cuda else 2  # 2: Triton's interpreter (tests)
+    return max(1, min(tiles, BACKWARD_PROGRAMS_PER_SM * sms))
 
 
 class _TritonLayerNorm(torch.autograd.Function):

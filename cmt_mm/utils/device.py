@@ -1,0 +1,10 @@
+"""Facts about the GPU that sizes of kernel launches depend on."""
+import functools
+
+import torch
+
+
+@functools.lru_cache(maxsize=None)
+def multiprocessor_count(device: torch.device) -> int:
+    """The SMs of CUDA ``device``; cached, since kernels size their grids by it on every call."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
