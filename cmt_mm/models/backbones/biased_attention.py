@@ -20,13 +20,13 @@ kernels' backward gains from the split only on long query sequences (stage 1 at 
 sizes), so with such a bias the queries stay together below
 :data:`LOW_RANK_MIN_QUERIES_TO_SPLIT`.
 """
-import functools
 import math
 from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
+from cmt_mm.utils.cache import cache_outside_compile
 from cmt_mm.utils.device import multiprocessor_count
 
 # The memory-efficient backward's thread blocks: one per this many keys per image and head.
@@ -65,7 +65,7 @@ def query_groups(q: torch.Tensor, k: torch.Tensor, sms: Optional[int] = None,
     return _query_groups(q.shape[-2], backward_blocks(q, k), sms)
 
 
-@functools.lru_cache(maxsize=256)
+@cache_outside_compile(maxsize=256)
 def _query_groups(num_queries: int, blocks: int, sms: int) -> int:
     """The smallest divisor of ``num_queries`` that gives enough blocks; where none does up to
     twice that many groups (or groups of :data:`MIN_QUERIES_PER_GROUP` queries), the largest

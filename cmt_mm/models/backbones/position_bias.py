@@ -1,11 +1,11 @@
 """Resizing CMT's relative position bias to other query and key grids, and casting it."""
-import functools
 import math
 from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from cmt_mm.utils.cache import cache_outside_compile
 from .biased_attention import LowRankBias
 
 
@@ -18,7 +18,8 @@ def square_grid(num_tokens: int) -> Tuple[int, int]:
     return side, side
 
 
-@functools.lru_cache(maxsize=256)
+# torch.compile traces the matrices into its graph, so it bypasses the cache.
+@cache_outside_compile(maxsize=256)
 def _bicubic_matrix(n_in: int, n_out: int, device: torch.device,
                     dtype: torch.dtype) -> torch.Tensor:
     """The ``(n_out, n_in)`` matrix of 1-D bicubic resizing (``align_corners=False``).
@@ -30,12 +31,6 @@ def _bicubic_matrix(n_in: int, n_out: int, device: torch.device,
         eye = torch.eye(n_in, dtype=torch.float64, device=device).reshape(n_in, 1, n_in, 1)
         cols = F.interpolate(eye, size=(n_out, 1), mode='bicubic', align_corners=False)
         return cols.reshape(n_in, n_out).t().to(dtype)
-
-
-def _matrix(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    # torch.compile traces the matrices into its graph: it would bypass the cache anyway.
-    make = _bicubic_matrix.__wrapped__ if torch.compiler.is_compiling() else _bicubic_matrix
-    return make(n_in, n_out, device, dtype)
 
 
 def resize_query_side(bias: torch.Tensor,
@@ -54,10 +49,10 @@ def resize_query_side(bias: torch.Tensor,
     heads, num_keys = bias.shape[0], bias.shape[2]
     with torch.autocast(bias.device.type, enabled=False):
         # (heads, Hq0, Wq0 * keys) -> (heads, Hq, Wq0, keys) -> (heads, Hq, Wq, keys)
-        bias = _matrix(query_grid[0], query_hw[0], bias.device, bias.dtype) @ bias.reshape(
-            heads, query_grid[0], -1)
-        bias = _matrix(query_grid[1], query_hw[1], bias.device, bias.dtype) @ bias.reshape(
-            heads, query_hw[0], query_grid[1], num_keys)
+        rows = _bicubic_matrix(query_grid[0], query_hw[0], bias.device, bias.dtype)
+        bias = rows @ bias.reshape(heads, query_grid[0], -1)
+        cols = _bicubic_matrix(query_grid[1], query_hw[1], bias.device, bias.dtype)
+        bias = cols @ bias.reshape(heads, query_hw[0], query_grid[1], num_keys)
     return bias.reshape(heads, -1, num_keys)
 
 
@@ -68,8 +63,8 @@ def key_resize_matrix(key_grid: Tuple[int, int], key_hw: Tuple[int, int],
     The Kronecker product of the row and column matrices: a bias resized over its keys is
     ``bias @ key_resize_matrix(...).t()``. Made in float64, then cast to ``dtype``.
     """
-    rows = _matrix(key_grid[0], key_hw[0], device, torch.float64)
-    cols = _matrix(key_grid[1], key_hw[1], device, torch.float64)
+    rows = _bicubic_matrix(key_grid[0], key_hw[0], device, torch.float64)
+    cols = _bicubic_matrix(key_grid[1], key_hw[1], device, torch.float64)
     return torch.kron(rows, cols).to(dtype)
 
 
