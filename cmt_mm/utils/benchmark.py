@@ -24,8 +24,10 @@ What one step is:
 Timing: ``warmup`` steps, then ``repeats`` runs of as many steps as fill ``min_repeat_time``
 seconds, timed with CUDA events; the median per step is reported. Peak memory is torch's
 ``max_memory_allocated`` over the timed runs: weights, gradients, optimizer state and
-activations. The warm-up is left out: its one-off allocations (with ``cudnn.benchmark``, cuDNN
-tries its algorithms, each with its own workspace, in the first steps) are not what a run holds.
+activations; plus, where the step replays CUDA graphs, the memory their pools hold (replays
+allocate nothing, so the allocator's peak misses it). The warm-up is left out: its one-off
+allocations (with ``cudnn.benchmark``, cuDNN tries its algorithms, each with its own workspace,
+in the first steps) are not what a run holds.
 
 Complexity, two figures (FLOPs = 2 x MACs throughout):
 
@@ -158,17 +160,43 @@ def _elapsed(step: Callable, device: torch.device, steps: int) -> float:
     return time.perf_counter() - began
 
 
+def graph_pool_bytes(segments: List[dict], device_index: int) -> int:
+    """Bytes that CUDA graphs' private memory pools hold on a device beyond their live tensors.
+
+    ``segments`` is ``torch.cuda.memory_snapshot()``. A graph replays its kernels into memory
+    its capture allocated from such a pool: replays allocate nothing, so
+    ``max_memory_allocated`` does not see that memory, yet the process holds it.
+    """
+    return sum(segment['total_size'] - segment['allocated_size'] for segment in segments
+               if tuple(segment['segment_pool_id']) != (0, 0)
+               and segment['device'] == device_index)
+
+
+def _cuda_graph_memory(device: torch.device) -> int:
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return graph_pool_bytes(torch.cuda.memory_snapshot(), index)
+
+
 def time_steps(step: Callable, device: torch.device, warmup: int, repeats: int,
                min_repeat_time: float) -> Timing:
-    """Warm up, then time ``repeats`` runs of ``step``, each lasting ``min_repeat_time``."""
+    """Warm up, then time ``repeats`` runs of ``step``, each lasting ``min_repeat_time``.
+
+    The peak memory is ``max_memory_allocated`` over the timed runs, plus what CUDA graphs
+    captured in the warm-up (``torch.compile``'s reduce-overhead mode) hold to replay in.
+    """
+    on_cuda = device.type == 'cuda'
+    graphs_before = _cuda_graph_memory(device) if on_cuda else 0
     for _ in range(warmup):
         step()
-    if device.type == 'cuda':
+    if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     one = _elapsed(step, device, 1)
     steps = max(1, math.ceil(min_repeat_time / max(one, 1e-6)))
     seconds = [_elapsed(step, device, steps) / steps for _ in range(repeats)]
-    peak = torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None
+    peak = None
+    if on_cuda:
+        graphs = max(_cuda_graph_memory(device) - graphs_before, 0)
+        peak = torch.cuda.max_memory_allocated(device) + graphs
     return Timing(seconds, steps, peak)
 
 

@@ -29,6 +29,43 @@ def test_time_steps_takes_the_median_of_calibrated_repeats():
     assert timing.peak_memory is None
 
 
+def test_graph_pool_bytes_counts_the_free_part_of_private_pools_on_the_device():
+    segments = [
+        dict(device=0, segment_pool_id=(0, 0), total_size=100, allocated_size=10),  # default
+        dict(device=0, segment_pool_id=(0, 1), total_size=64, allocated_size=4),  # a graph's
+        dict(device=0, segment_pool_id=(0, 2), total_size=32, allocated_size=0),
+        dict(device=1, segment_pool_id=(0, 3), total_size=512, allocated_size=0),  # elsewhere
+    ]
+    assert bench.graph_pool_bytes(segments, 0) == 60 + 32
+    assert bench.graph_pool_bytes(segments, 1) == 512
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_peak_memory_counts_what_cuda_graphs_replay_in():
+    device = torch.device('cuda')
+    x = torch.randn(4096, 4096, device=device)  # 64 MiB
+
+    def work():
+        return (x * 2).sum()  # through a 64 MiB intermediate
+
+    eager = bench.time_steps(work, device, warmup=1, repeats=1, min_repeat_time=0)
+    graph = None
+
+    def replay():  # captured in the warm-up, as torch.compile's reduce-overhead mode does
+        nonlocal graph
+        if graph is None:
+            work()
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                graph.output = work()
+        graph.replay()
+
+    graphed = bench.time_steps(replay, device, warmup=1, repeats=1, min_repeat_time=0)
+    # without the pool: x and the output only, 64 MiB less
+    assert graphed.peak_memory >= eager.peak_memory - 2**20
+
+
 def test_the_compared_configs_exist():
     for entry in load_tool('tools/analysis_tools/benchmark_compare.py').ENTRIES.values():
         path = entry.config if '::' in entry.config else REPO / entry.config
