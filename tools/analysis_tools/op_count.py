@@ -6,7 +6,8 @@
 A detector's training step on a fast GPU waits in part on the host launching kernels (a quarter of
 RetinaNet CMT-S's, docs/benchmarks.md run 6), and that part follows the operators it dispatches.
 This counts them on the CPU (``cmt_mm/utils/op_count.py`` says how little the counts depend on
-the device), under autocast as AMP training runs: the backbone and neck (the parts in which
+the device; CMT's one cast of its weights per stage, which runs on CUDA only, runs here too),
+under autocast as AMP training runs: the backbone and neck (the parts in which
 detectors with the same heads differ) forward, then backward from the sum of their outputs,
 after one warm-up step, with gradients reset as an optimizer wrapper resets them. It prints a
 table (operators without views, of them autocast's casts, views) and each model's most called
@@ -50,6 +51,7 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
+    from cmt_mm.models.backbones.weight_cast import cast_weights_once_on
     from cmt_mm.utils.benchmark import (DTYPES, amp_autocast, build_model, load_config,
                                         markdown_row, markdown_table)
     from cmt_mm.utils.op_count import count_ops
@@ -62,7 +64,7 @@ def main(argv=None):
         model.train()  # mmdet's Swin returns None from train(): not chained
 
         def step():
-            with amp_autocast(cpu, dtype):
+            with amp_autocast(cpu, dtype), cast_weights_once_on('cpu'):
                 training_pass(model, images)
 
         step()  # first-call work (caches, lazy buffers) is not per step

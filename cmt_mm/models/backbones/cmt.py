@@ -28,6 +28,7 @@ from .biased_attention import LowRankBias, biased_attention
 from .fast_layer_norm import FastLayerNorm
 from .position_bias import (bias_in_dtype, low_rank_position_bias, resize_position_bias,
                             square_grid)
+from .weight_cast import CastWeightsOnce
 
 # Spatial reduction of keys/values per stage: every stage attends to a key grid of stride 32.
 SR_RATIOS = (8, 4, 2, 1)
@@ -435,6 +436,11 @@ class CMT(BaseModule):
         # out in that layout; weights in it too spare DDP a copy of each into its buckets.
         self.to(memory_format=torch.channels_last)
         self._freeze_stages()
+        # One cast per stage (not one for all): DDP can reduce a stage's gradients as soon as
+        # the backward leaves it.
+        cast_layers = (nn.Conv2d, nn.Linear, PointwiseConv)
+        self._stem_cast_once = CastWeightsOnce(self.stem, cast_layers)
+        self._stages_cast_once = [CastWeightsOnce(stage, cast_layers) for stage in self.stages]
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):
@@ -512,9 +518,10 @@ class CMT(BaseModule):
             raise ValueError(f'CMT needs inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
                              f'pixels, got {tuple(x.shape[-2:])}; pad the input (a multiple of '
                              '32 keeps every stride exact)')
-        x = self.stem(x)
+        # Under autocast each stage runs with its weights cast once (see CastWeightsOnce).
+        x = self._stem_cast_once(x)
         outs = []
-        for i, stage in enumerate(self.stages):
+        for i, stage in enumerate(self._stages_cast_once):
             x = stage(x)
             if i in self.out_indices:
                 # Contiguous NCHW: mmcv's compiled ops (RoIAlign, ...) read their input as such.
