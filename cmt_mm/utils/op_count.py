@@ -4,7 +4,9 @@ Where a GPU waits for the host to launch kernels (a quarter of a RetinaNet CMT-S
 an H100), that time follows the number of operators, not their FLOPs: each non-view operator
 costs the host microseconds to dispatch and launches up to one kernel. The count hardly depends
 on the device (CMT's CUDA-only paths, its Triton LayerNorm for large maps and its query groups,
-change a few operators a block), so it can be taken, compared and tracked on a CPU.
+change a few operators a block; its one weight cast per stage changes hundreds, and
+``cmt_mm.models.backbones.weight_cast.cast_weights_once_on('cpu')`` runs it on a CPU too), so
+it can be taken, compared and tracked on a CPU.
 """
 from collections import Counter
 from typing import Callable, NamedTuple
