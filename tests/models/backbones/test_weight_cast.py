@@ -11,7 +11,8 @@ import torch.nn as nn
 from cmt_mm.engine.hooks.compile_hook import repeated_blocks
 from cmt_mm.models import CMT
 from cmt_mm.models.backbones.cmt import DepthwiseConvWithShortcut, PointwiseConv
-from cmt_mm.models.backbones.weight_cast import CastWeightsOnce, cast_together
+from cmt_mm.models.backbones.weight_cast import (CastWeightsOnce, cast_together,
+                                                  cast_weights_once_on)
 from cmt_mm.utils.op_count import count_ops
 
 SMALL_ARCH = dict(embed_dims=[16, 32, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2.,
@@ -19,8 +20,9 @@ SMALL_ARCH = dict(embed_dims=[16, 32, 32, 64], depths=[1, 2, 1, 1], mlp_ratio=2.
 
 
 @pytest.fixture
-def on_cpu(monkeypatch):
-    monkeypatch.setattr(CastWeightsOnce, 'device_types', ('cuda', 'cpu'))
+def on_cpu():
+    with cast_weights_once_on('cpu'):
+        yield
 
 
 def small_cmt(**kwargs):
@@ -28,20 +30,20 @@ def small_cmt(**kwargs):
     return CMT(arch=SMALL_ARCH, out_indices=(1, 2, 3), **kwargs).train()
 
 
-def train_step(model, x, dtype=torch.bfloat16):
-    """Outputs and parameter gradients of one forward and backward under autocast."""
+def train_step(model, x):
+    """Outputs and parameter gradients of one forward and backward under bf16 autocast."""
     model.zero_grad(set_to_none=True)
-    with torch.autocast('cpu', dtype):
+    with torch.autocast('cpu', torch.bfloat16):
         outs = model(x)
     sum(out.float().square().sum() for out in outs).backward()
     return ([out.detach() for out in outs],
             {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
 
 
-def assert_same_step(model, x, monkeypatch, dtype=torch.bfloat16):
-    outs, grads = train_step(model, x, dtype)
+def assert_same_step(model, x, monkeypatch):
+    outs, grads = train_step(model, x)
     monkeypatch.setattr(CastWeightsOnce, 'device_types', ())  # autocast's own casts
-    plain_outs, plain_grads = train_step(model, x, dtype)
+    plain_outs, plain_grads = train_step(model, x)
     for out, plain in zip(outs, plain_outs):
         assert torch.equal(out, plain)
     assert grads.keys() == plain_grads.keys() and len(grads) > 0
