@@ -67,36 +67,45 @@ def align_rows(bias: torch.Tensor, alignment: int = 8) -> torch.Tensor:
     return F.pad(bias, (0, pad))[..., :bias.shape[-1]] if pad else bias
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: drops a residual branch for random samples, scales the kept ones.
+class StochasticDepth(nn.Module):
+    """Stochastic depth for a stage: per-sample scales for the two residual branches (attention,
+    FFN) of each of its blocks, drawn together.
 
-    The keep probability is a tensor (a buffer, not saved), not a float: torch.compile makes
-    float attributes constants, so blocks whose probabilities differ (it grows with depth)
-    would each need their own graph, and compiling block by block (``cmt_mm.CompileHook``'s
-    ``regional``) would gain nothing. For the same reason a block with probability 0 keeps
-    this module rather than an ``nn.Identity``.
+    A block's branches are dropped for a sample with the block's probability, and kept ones are
+    scaled by 1 / the keep probability. Eager training draws a stage's scales with three
+    operators (allocate, draw, rescale) where drawing per branch took three per branch (50
+    branches in CMT-S). The blocks take their scales as an input: under ``torch.compile``
+    blocks of one shape share a graph whatever their probabilities (``cmt_mm.CompileHook``'s
+    ``regional``), and recomputing a block (``with_cp``) drops the same samples.
+
+    Args:
+        drop_probs (Sequence[float]): each block's probability, in [0, 1).
     """
 
-    def __init__(self, drop_prob: float = 0.):
+    def __init__(self, drop_probs: Sequence[float]):
         super().__init__()
-        if not 0 <= drop_prob < 1:
-            raise ValueError(f'a drop path probability must be in [0, 1), got {drop_prob}')
-        self.register_buffer('keep_prob', torch.tensor(1 - float(drop_prob)), persistent=False)
+        for prob in drop_probs:
+            if not 0 <= prob < 1:
+                raise ValueError(f'a drop path probability must be in [0, 1), got {prob}')
+        self.active = any(prob > 0 for prob in drop_probs)
+        keep = 1 - torch.tensor(drop_probs, dtype=torch.float32)
+        self.register_buffer('keep_probs', keep[:, None, None].repeat(1, 2, 1), persistent=False)
 
     @property
-    def drop_prob(self) -> float:
-        return 1 - self.keep_prob.item()
+    def drop_probs(self) -> List[float]:
+        return (1 - self.keep_probs[:, 0, 0]).tolist()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        # Three kernels (draw, rescale, multiply) where rand / lt / div took six: eager
-        # training launches them for both branches of every block.
-        scale = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1))
-        return x * scale.bernoulli_(self.keep_prob).div_(self.keep_prob)
+    def forward(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Scales ``(blocks, 2, B, 1, 1)`` for the ``(B, N, C)`` branch outputs of a stage with
+        input ``x``, in attention's dtype; None in eval mode or when no block drops."""
+        if not (self.training and self.active):
+            return None
+        shape = (*self.keep_probs.shape[:2], x.shape[0])
+        scales = torch.empty(shape, dtype=attention_dtype(x), device=x.device)
+        return scales.bernoulli_(self.keep_probs).div_(self.keep_probs)[..., None, None]
 
     def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob:.3f}'
+        return 'drop_probs=[' + ', '.join(f'{p:.3f}' for p in self.drop_probs) + ']'
 
 
 class PointwiseConv(nn.Conv2d):
@@ -231,7 +240,7 @@ class CMTBlock(nn.Module):
     """Local perception unit, then attention and FFN, each pre-normed with a residual."""
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int, mlp_ratio: float,
-                 drop_path: float = 0., with_cp: bool = False):
+                 with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
         self.local_perception = nn.Conv2d(embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
@@ -240,22 +249,28 @@ class CMTBlock(nn.Module):
         self.attn = LightweightAttention(embed_dims, num_heads, sr_ratio)
         self.norm2 = FastLayerNorm(embed_dims, eps=1e-6, autocast_output=True)
         self.ffn = InvertedResidualFFN(embed_dims, int(embed_dims * mlp_ratio))
-        self.drop_path = DropPath(drop_path)
 
     def _forward(self, x: torch.Tensor, hw: Tuple[int, int],
-                 position_bias: Union[torch.Tensor, LowRankBias]) -> torch.Tensor:
+                 position_bias: Union[torch.Tensor, LowRankBias],
+                 branch_scales: Optional[torch.Tensor]) -> torch.Tensor:
         # The unit's shortcut stays a separate add (unlike the FFN's): under autocast the
         # residual stream is float32, and a shortcut folded into the conv would round it to bf16.
         x_map = tokens_to_map(x, hw)
         x = map_to_tokens(self.local_perception(x_map) + x_map)
-        x = x + self.drop_path(self.attn(self.norm1(x), hw, position_bias))
-        return x + self.drop_path(self.ffn(self.norm2(x), hw))
+        attn = self.attn(self.norm1(x), hw, position_bias)
+        x = x + (attn if branch_scales is None else attn * branch_scales[0])
+        ffn = self.ffn(self.norm2(x), hw)
+        return x + (ffn if branch_scales is None else ffn * branch_scales[1])
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
-                position_bias: Union[torch.Tensor, LowRankBias]) -> torch.Tensor:
+                position_bias: Union[torch.Tensor, LowRankBias],
+                branch_scales: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``branch_scales``: the stochastic depth scales ``(2, B, 1, 1)`` of the attention and
+        FFN branches (:class:`StochasticDepth`), or None."""
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, hw, position_bias, use_reentrant=False)
-        return self._forward(x, hw, position_bias)
+            return cp.checkpoint(self._forward, x, hw, position_bias, branch_scales,
+                                 use_reentrant=False)
+        return self._forward(x, hw, position_bias, branch_scales)
 
 
 class CMTStage(nn.Module):
@@ -275,9 +290,9 @@ class CMTStage(nn.Module):
         super().__init__()
         self.patch_embed = PatchEmbed(in_channels, embed_dims)
         self.blocks = nn.ModuleList([
-            CMTBlock(embed_dims, num_heads, sr_ratio, mlp_ratio, drop_paths[i], with_cp)
-            for i in range(depth)
+            CMTBlock(embed_dims, num_heads, sr_ratio, mlp_ratio, with_cp) for _ in range(depth)
         ])
+        self.stochastic_depth = StochasticDepth(drop_paths)
         self.position_bias = nn.Parameter(
             torch.randn(num_heads, query_grid**2, key_grid**2))
         self._bias_cache: Dict[tuple, Union[torch.Tensor, LowRankBias]] = OrderedDict()
@@ -322,8 +337,9 @@ class CMTStage(nn.Module):
             raise ValueError(f'the stage input {tuple(hw)} is too small for a spatial reduction '
                              f'of {self.blocks[0].attn.sr_ratio}')
         bias = self.resized_position_bias(hw, key_hw, attention_dtype(x))
-        for block in self.blocks:
-            x = block(x, hw, bias)
+        scales = self.stochastic_depth(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, hw, bias, None if scales is None else scales[i])
         return tokens_to_map(x, hw)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cmt_mm.models import CMT, CMTClsHead
-from cmt_mm.models.backbones.cmt import DropPath
+from cmt_mm.models.backbones.cmt import StochasticDepth
 from cmt_mm.models.backbones.position_bias import (key_resize_matrix, resize_position_bias,
                                                    resize_query_side)
 
@@ -146,25 +146,33 @@ def test_with_cp_gives_the_same_gradients():
 
 def test_drop_path_rises_linearly():
     model = CMT('ti', drop_path_rate=0.3)
-    rates = [block.drop_path.drop_prob for stage in model.stages
-             for block in stage.blocks]
+    rates = [p for stage in model.stages for p in stage.stochastic_depth.drop_probs]
     expected = torch.linspace(0, 0.3, sum(model.depths)).tolist()
     assert rates == pytest.approx(expected, abs=1e-7)  # stored as float32 keep probabilities
 
 
-def test_drop_path_drops_whole_samples_and_rescales_the_kept_ones():
-    drop = DropPath(0.25)
-    x = torch.rand(4000, 3, 2) + 1
+def test_stochastic_depth_drops_whole_samples_per_branch_and_rescales_the_kept_ones():
+    depth = StochasticDepth([0.25, 0.5])
+    x = torch.ones(4000, 3, 2)  # a stage's (B, N, C) input
     torch.manual_seed(0)
-    y = drop.train()(x)
-    kept = (y != 0).flatten(1)
-    assert (kept.all(1) | ~kept.any(1)).all()  # a sample is dropped whole or kept whole
-    assert kept.all(1).float().mean().item() == pytest.approx(0.75, abs=0.03)
-    torch.testing.assert_close(y[kept.all(1)], x[kept.all(1)] / 0.75)
-    assert drop.eval()(x) is x
-    assert torch.equal(DropPath(0.).train()(x), x)
+    scales = depth.train()(x)
+    assert scales.shape == (2, 2, 4000, 1, 1)  # blocks, branches (attention, FFN), samples
+    kept = scales.flatten(2) != 0
+    for block, keep in enumerate([0.75, 0.5]):
+        for branch in range(2):  # each branch draws its own samples
+            assert kept[block, branch].float().mean().item() == pytest.approx(keep, abs=0.03)
+            assert torch.equal(scales[block, branch][kept[block, branch]].unique(),
+                               torch.tensor([1 / keep]))
+    assert not torch.equal(kept[0, 0], kept[0, 1])
+    assert depth.eval()(x) is None
+    assert StochasticDepth([0., 0.]).train()(x) is None  # nothing to drop: no operators
     with pytest.raises(ValueError, match=r'probability must be in \[0, 1\), got 1'):
-        DropPath(1.)
+        StochasticDepth([0.5, 1.])
+
+
+def test_stochastic_depth_scales_are_in_autocasts_dtype():
+    with torch.autocast('cpu', torch.bfloat16):
+        assert StochasticDepth([0.1]).train()(torch.ones(2, 3, 4)).dtype == torch.bfloat16
 
 
 def test_bias_resize_is_identity_at_native_size():
