@@ -453,10 +453,12 @@ class CMT(BaseModule):
         self.to(memory_format=torch.channels_last)
         self._freeze_stages()
         # One cast per stage (not one for all): DDP can reduce a stage's gradients as soon as
-        # the backward leaves it.
-        cast_layers = (nn.Conv2d, nn.Linear, PointwiseConv)
-        self._stem_cast_once = CastWeightsOnce(self.stem, cast_layers)
-        self._stages_cast_once = [CastWeightsOnce(stage, cast_layers) for stage in self.stages]
+        # the backward leaves it. The depthwise conv adds its shortcut to its float32 weight
+        # first, so only its bias joins.
+        casts = {nn.Conv2d: None, nn.Linear: None, PointwiseConv: None,
+                 DepthwiseConvWithShortcut: ('bias', )}
+        self._stem_cast_once = CastWeightsOnce(self.stem, casts)
+        self._stages_cast_once = [CastWeightsOnce(stage, casts) for stage in self.stages]
 
     def _parse_arch(self, arch: Union[str, dict]) -> dict:
         if isinstance(arch, str):

@@ -7,7 +7,7 @@ RetinaNet training step their casts are about 900 of the backbone's 3,500 operat
 step waits on launching. Concatenated, the parameters are cast with one operator each way.
 """
 import contextlib
-from typing import Iterator, List, Sequence, Type
+from typing import Dict, Iterator, List, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
@@ -65,19 +65,20 @@ class CastWeightsOnce:
 
     Args:
         module (nn.Module): the module to run.
-        layer_types (Sequence[type]): the layers whose parameters are cast, by exact type:
-            those that hand their parameters to the convolution or matmul unchanged. A layer
-            that computes with them first (a kernel with a folded shortcut) must get the
-            float32 values, as autocast gives it.
+        casts (dict): the layers whose parameters are cast, by exact type, each with the names
+            of its parameters to cast (None: all). Only parameters that a layer hands to its
+            convolution or matmul unchanged: one it computes with first (a kernel with a
+            folded shortcut) must get the float32 values, as autocast gives it.
     """
 
     device_types = ('cuda', )
 
-    def __init__(self, module: nn.Module, layer_types: Sequence[Type[nn.Module]]):
+    def __init__(self, module: nn.Module,
+                 casts: Dict[Type[nn.Module], Optional[Sequence[str]]]):
         self.module = module
-        self.parameters = [(layer, name) for layer in module.modules()
-                           if type(layer) in layer_types
-                           for name, _ in layer.named_parameters(recurse=False)]
+        self.parameters = [(layer, name) for layer in module.modules() if type(layer) in casts
+                           for name, _ in layer.named_parameters(recurse=False)
+                           if casts[type(layer)] is None or name in casts[type(layer)]]
 
     def __call__(self, *args):
         device_type = args[0].device.type

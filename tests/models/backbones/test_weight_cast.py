@@ -6,11 +6,10 @@ autocast casts the same operators as on a GPU (float16 autocast does not: it is 
 """
 import pytest
 import torch
-import torch.nn as nn
 
 from cmt_mm.engine.hooks.compile_hook import repeated_blocks
 from cmt_mm.models import CMT
-from cmt_mm.models.backbones.cmt import DepthwiseConvWithShortcut, PointwiseConv
+from cmt_mm.models.backbones.cmt import DepthwiseConvWithShortcut
 from cmt_mm.models.backbones.weight_cast import (CastWeightsOnce, cast_together,
                                                   cast_weights_once_on)
 from cmt_mm.utils.op_count import count_ops
@@ -79,14 +78,15 @@ def test_cmt_weights_keep_their_strides():
             assert cast.stride() == param.stride()
 
 
-def test_layers_that_transform_their_weight_keep_it_float32():
-    stage = small_cmt().stages[0]
-    cast_layers = {layer for layer, _ in
-                   CastWeightsOnce(stage, (nn.Conv2d, nn.Linear, PointwiseConv)).parameters}
-    block = stage.blocks[0]
-    assert block.ffn.dwconv not in cast_layers
+def test_a_layer_that_computes_with_its_weight_gets_it_float32():
+    model = small_cmt()
+    cast = {(layer, name) for c in model._stages_cast_once for layer, name in c.parameters}
+    block = model.stages[0].blocks[0]
     assert isinstance(block.ffn.dwconv, DepthwiseConvWithShortcut)
-    assert {block.attn.q, block.ffn.expand.conv, block.local_perception} <= cast_layers
+    assert (block.ffn.dwconv, 'weight') not in cast  # weight + shortcut, then autocast's cast
+    assert (block.ffn.dwconv, 'bias') in cast
+    for layer in (block.attn.q, block.ffn.expand.conv, block.local_perception):
+        assert {(layer, 'weight'), (layer, 'bias')} <= cast
 
 
 def test_parameters_stay_what_optimizers_and_hooks_see(on_cpu):
