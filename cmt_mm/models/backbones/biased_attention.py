@@ -93,6 +93,18 @@ class LowRankBias(NamedTuple):
     query_factor: torch.Tensor
     key_factor: torch.Tensor
 
+    def aligned(self, head_dims: int) -> 'LowRankBias':
+        """The same bias with zero columns appended to both factors so that ``head_dims`` plus
+        the rank is a multiple of 8, the head size the flash kernel takes; itself if it is.
+
+        Attention aligns the bias it gets, in every block: a bias shared by blocks is better
+        aligned once, before them.
+        """
+        pad = -(head_dims + self.key_factor.shape[-1]) % 8
+        if not pad:
+            return self
+        return LowRankBias(F.pad(self.query_factor, (0, pad)), F.pad(self.key_factor, (0, pad)))
+
 
 def _grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   mask: Optional[torch.Tensor], groups: int,
@@ -119,17 +131,15 @@ def _low_rank_biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                bias: LowRankBias, groups: int) -> torch.Tensor:
     """``q k^T / sqrt(d) + bias`` as ``[q, query_factor] [k, key_factor sqrt(d)]^T / sqrt(d)``.
 
-    The appended features are zero-padded so that the head size is a multiple of 8, and the
-    values to the same size (the flash kernel wants one size for all three); the padded part of
-    the output is dropped.
+    The factors are zero-padded so that the head size is a multiple of 8
+    (:meth:`LowRankBias.aligned`), and the values to the same size (the flash kernel wants one
+    size for all three); the padded part of the output is dropped.
     """
     images, heads, _, dims = q.shape
     scale = dims**-0.5
-    pad = -(dims + bias.key_factor.shape[-1]) % 8
-    query_factor = F.pad(bias.query_factor, (0, pad))
-    key_factor = F.pad(bias.key_factor / scale, (0, pad))
-    q = torch.cat([q, query_factor.expand(images, heads, -1, -1)], -1)
-    k = torch.cat([k, key_factor.expand(images, heads, -1, -1)], -1)
+    bias = bias.aligned(dims)
+    q = torch.cat([q, bias.query_factor.expand(images, heads, -1, -1)], -1)
+    k = torch.cat([k, (bias.key_factor / scale).expand(images, heads, -1, -1)], -1)
     v = F.pad(v, (0, q.shape[-1] - dims))
     return _grouped_sdpa(q, k, v, None, groups, scale)[..., :dims]
 

@@ -293,6 +293,7 @@ class CMTStage(nn.Module):
             CMTBlock(embed_dims, num_heads, sr_ratio, mlp_ratio, with_cp) for _ in range(depth)
         ])
         self.stochastic_depth = StochasticDepth(drop_paths)
+        self.head_dims = embed_dims // num_heads
         self.position_bias = nn.Parameter(
             torch.randn(num_heads, query_grid**2, key_grid**2))
         self._bias_cache: Dict[tuple, Union[torch.Tensor, LowRankBias]] = OrderedDict()
@@ -307,7 +308,7 @@ class CMTStage(nn.Module):
         grid's number of keys as its rank: it is then a :class:`LowRankBias`, the bias resized
         over the queries only and the key resize matrix, which attention applies far more
         cheaply than a dense bias (1280x800, stage 1: 64,000 x 49 numbers instead of
-        64,000 x 1,000, and no gradient of that size).
+        64,000 x 1,000, and no gradient of that size), aligned for the heads once for all blocks.
         """
         bias = self.position_bias
         dtype = dtype or bias.dtype
@@ -316,7 +317,8 @@ class CMTStage(nn.Module):
             if math.prod(key_hw) <= bias.shape[2]:
                 return align_rows(
                     bias_in_dtype(resize_position_bias(bias, query_hw, key_hw), dtype))
-            return bias_in_dtype(low_rank_position_bias(bias, query_hw, key_hw), dtype)
+            return bias_in_dtype(low_rank_position_bias(bias, query_hw, key_hw),
+                                 dtype).aligned(self.head_dims)
 
         # Under torch.compile the bias is part of the graph: the cache lookup would split it.
         if (torch.is_grad_enabled() and bias.requires_grad) or torch.compiler.is_compiling():

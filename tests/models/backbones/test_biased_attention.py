@@ -154,6 +154,29 @@ def test_low_rank_bias_gives_the_dense_bias_outputs_and_gradients(groups, dims, 
         torch.testing.assert_close(value, ref, rtol=1e-12, atol=1e-12, msg=name)
 
 
+def test_an_aligned_low_rank_bias_is_the_same_bias_and_spares_attention_its_padding():
+    from cmt_mm.utils.op_count import count_ops
+    q, k, v, bias = low_rank_inputs(dims=8, rank=5)
+    aligned = bias.aligned(8)
+    assert aligned.query_factor.shape[-1] == aligned.key_factor.shape[-1] == 8
+    assert aligned.aligned(8) is aligned and bias.aligned(3) is bias  # 3 + 5 = 8 already
+    torch.testing.assert_close(aligned.query_factor @ aligned.key_factor.t(),
+                               bias.query_factor @ bias.key_factor.t())
+    assert torch.equal(biased_attention(q, k, v, aligned, groups=1),
+                       biased_attention(q, k, v, bias, groups=1))
+    pads = [count_ops(lambda: biased_attention(q, k, v, b, groups=1)).ops['constant_pad_nd']
+            for b in (bias, aligned)]
+    assert pads == [3, 1]  # the factors' two and the values', then the values' only
+
+
+def test_cmt_stages_align_their_low_rank_bias_once_for_all_blocks():
+    model = CMT(TINY_ARCH, pretrain_img_size=64)  # a 2x2 learned key grid
+    for stage in model.stages:
+        bias = stage.resized_position_bias((16, 24), (3, 5))
+        assert isinstance(bias, LowRankBias)
+        assert (stage.head_dims + bias.key_factor.shape[-1]) % 8 == 0
+
+
 def test_low_rank_bias_passes_gradcheck():
     q, k, v, bias = low_rank_inputs(images=2, queries=9, keys=3, dims=4, rank=2)
     assert torch.autograd.gradcheck(
