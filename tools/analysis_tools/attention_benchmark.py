@@ -68,7 +68,7 @@ def stage_shapes(arch: str, width: int, height: int):
             x = stage.patch_embed.projection(x)
             query_hw = tuple(x.shape[2:])
             attention = stage.blocks[0].attn
-            shapes.append((attention.num_heads, x.shape[1] // attention.num_heads, query_hw,
+            shapes.append((attention.num_heads, stage.head_dims, query_hw,
                            attention.key_grid(query_hw), tuple(stage.position_bias.shape)))
     return shapes
 
