@@ -4,7 +4,6 @@ exit status 2, no traceback; and a genuine bug still shows its traceback.
 The tools run as subprocesses on a tiny CMT-Ti classifier config whose four 32x32 images are
 never read: every case fails before the first iteration.
 """
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 from cli_errors import error_line
+from tool_modules import load_tool
 from cmt_mm.models import CMT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -233,11 +233,8 @@ def test_a_bug_in_a_constructor_keeps_its_traceback(workspace, tmp_path):
 
 @pytest.fixture(scope='module')
 def train_tool():
-    """tools/train.py imported under a private name."""
-    spec = importlib.util.spec_from_file_location('_cmt_mm_tools_train_bad_inputs', TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """tools/train.py imported as a module."""
+    return load_tool('tools/train.py')
 
 
 class Strict:

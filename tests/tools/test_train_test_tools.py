@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tiny_data import write_two_class_images
+from tool_modules import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TRAIN = osp.join(REPO, 'tools', 'train.py')
@@ -145,13 +146,9 @@ def test_resume_continues_to_second_epoch(trained, config, tmp_path):
 
 @pytest.fixture
 def train_module(monkeypatch):
-    """tools/train.py imported in-process (under a private name) for its helpers."""
-    import importlib.util
+    """tools/train.py imported in-process for its helpers."""
     monkeypatch.delenv('LOCAL_RANK', raising=False)  # parse_args sets it; restored after
-    spec = importlib.util.spec_from_file_location('_cmt_mm_tools_train', TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/train.py')
 
 
 def test_work_dir_defaults_to_config_name(config, train_module):

@@ -53,7 +53,7 @@ def main(argv=None):
 
     from cmt_mm.models.backbones.weight_cast import cast_weights_once_on
     from cmt_mm.utils.benchmark import (DTYPES, amp_autocast, build_model, load_config,
-                                        markdown_row, markdown_table)
+                                        markdown_table)
     from cmt_mm.utils.op_count import count_ops
 
     cpu, dtype = torch.device('cpu'), DTYPES[args.dtype]
@@ -79,9 +79,8 @@ def main(argv=None):
                           'vs the first'], rows))
     for path, count in counts.items():
         print(f'\n{path}: most called')
-        print(markdown_table(['operator', 'calls'], []))
-        for name, calls in count.ops.most_common(args.top):
-            print(markdown_row([name, f'{calls:,}']))
+        print(markdown_table(['operator', 'calls'], [[name, f'{calls:,}'] for name, calls
+                                                     in count.ops.most_common(args.top)]))
 
 
 if __name__ == '__main__':
