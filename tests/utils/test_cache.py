@@ -1,3 +1,5 @@
+"""cache_outside_compile caches eager calls like lru_cache, and torch.compile traces through it
+without the warning it gives for lru_cache."""
 import functools
 import warnings
 
